@@ -1,0 +1,57 @@
+"""Shared fixtures. Every run starts from empty caches and without the network."""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+
+# Before anything imports huggingface_hub: a fresh HF_HOME and cache, and no hub access.
+_SCRATCH = tempfile.mkdtemp(prefix="sapo-tests-")
+os.environ["HF_HOME"] = os.path.join(_SCRATCH, "hf_home")
+os.environ["SAPO_CACHE"] = os.path.join(_SCRATCH, "sapo_cache")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def pytest_collection_modifyitems(config, items):
+    if not torch.cuda.is_available():
+        skip_gpu = pytest.mark.skip(reason="needs a CUDA accelerator")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A 2-layer random LLaMA with SmolLM2's tokenizer, written once per test session."""
+    from sapo.models import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def embedded_model_dir(tmp_path_factory):
+    """The embedded SmolLM2-135M-Instruct, dequantized from the packaged GGUF (~25 s, once)."""
+    from sapo.models import materialize_embedded_model
+
+    return materialize_embedded_model(tmp_path_factory.mktemp("models") / "embedded")
+
+
+@pytest.fixture(scope="session")
+def _smol_tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture
+def smol_tokenizer(_smol_tokenizer):
+    """SmolLM2's tokenizer (ChatML with a default system prompt; pad == eos; adds no BOS)."""
+    return copy.deepcopy(_smol_tokenizer)
