@@ -1,0 +1,43 @@
+"""The `sapo` command on real inputs: errors are messages with exit code 2, not tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from sapo.cli import main
+
+
+def test_data_audit_prints_counts_and_tokens(capsys, tiny_model_dir, tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"prompt": "hi", "chosen": "hello there"}) + "\n")
+    assert main(["data", "audit", str(path), "--model", str(tiny_model_dir), "--show", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "1 examples from 1 rows" in out and "<|im_end|>" in out and "special token counts" in out
+
+
+def test_bad_data_exits_2_with_the_row_named(capsys, tiny_model_dir, tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"messages": [{"role": "user", "content": "q"}]}) + "\n")
+    assert main(["data", "audit", str(path), "--model", str(tiny_model_dir)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path} line 1" in err and "Traceback" not in err
+
+
+def test_missing_hub_model_exits_2(capsys):
+    assert main(["model", "generate", "no-such-org/no-model-xyz", "hi"]) == 2
+    assert "out of reach" in capsys.readouterr().err
+
+
+def test_write_embedded_then_audit(tmp_path, tiny_model_dir):
+    out = tmp_path / "embedded.jsonl"
+    subprocess.run(["sapo", "data", "write-embedded", str(out), "--n", "50"], check=True, capture_output=True)
+    assert len(out.read_text().splitlines()) == 50
+    audit = subprocess.run(
+        ["sapo", "data", "audit", str(out), "--model", str(tiny_model_dir)], capture_output=True, text=True, check=True
+    )
+    assert "50 examples from 50 rows" in audit.stdout
+
+
+def test_model_generate_answers(tiny_model_dir, capsys):
+    assert main(["model", "generate", str(tiny_model_dir), "hi", "--max-new-tokens", "3"]) == 0

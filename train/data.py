@@ -1,0 +1,312 @@
+"""The data pipeline every trainer shares: conversations in, tokenized (prompt, answer) out.
+
+SAPO needs only the real answer (the chosen side of a preference set); DPO and ORPO also
+read the rejected side. The chat template is applied ONCE to the whole conversation, and
+the prompt is the rendered prefix of it, so the two can never disagree (trl#1930, #2054).
+Rendering is to text; tokenizing uses ``add_special_tokens=False`` plus at most one BOS, so
+no special token is doubled (trl#4481).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+
+ROLES = ("system", "user", "assistant")
+# Columns tried, in order, when the user names none: Capybara-DPO's `chosen`, plain `messages`,
+# the reference code's reformatted `real`.
+CONVERSATION_FIELDS = ("chosen", "messages", "real")
+
+
+class DataError(ValueError):
+    """A row that cannot be used; the message names the file, the row and the field."""
+
+
+@dataclass(frozen=True)
+class ChatExample:
+    """One tokenized example. ``prompt_ids + answer_ids`` is the whole rendered conversation."""
+
+    prompt_ids: list[int]
+    answer_ids: list[int]
+    where: str  # "file.jsonl line 12" or "dataset row 12": for error messages and audits
+    rejected_ids: list[int] | None = None  # answer tokens of the rejected side (paired data only)
+
+
+@dataclass
+class DataStats:
+    """What the pipeline read, fixed and dropped; printed before training starts."""
+
+    rows_read: int = 0
+    examples: int = 0
+    bad_rows_skipped: int = 0
+    prompts_truncated: int = 0
+    answers_truncated: int = 0
+    dropped_too_long: int = 0
+    tokens_lost: int = 0
+    skipped_locations: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = [f"{self.examples} examples from {self.rows_read} rows"]
+        for name in ("bad_rows_skipped", "prompts_truncated", "answers_truncated", "dropped_too_long", "tokens_lost"):
+            if getattr(self, name):
+                parts.append(f"{name.replace('_', ' ')}: {getattr(self, name)}")
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- chat templates
+
+
+def resolve_chat_template(name_or_path: str) -> str:
+    """A template shipped with the harness (``chatml``, ``zephyr``, ``llama3``) or a .jinja file."""
+    shipped = resources.files("sapo") / "chat_templates" / f"{name_or_path}.jinja"
+    if shipped.is_file():
+        return shipped.read_text()
+    path = Path(name_or_path)
+    if path.is_file():
+        return path.read_text()
+    names = sorted(p.name.removesuffix(".jinja") for p in (resources.files("sapo") / "chat_templates").iterdir())
+    raise ValueError(f"chat_template: '{name_or_path}' is neither a shipped template {names} nor a file")
+
+
+def bos_prefix(tokenizer, text: str) -> list[int]:
+    """The BOS id to put before ``text``: [] if the tokenizer adds none or the text has it already."""
+    with_special = tokenizer("a").input_ids
+    without = tokenizer("a", add_special_tokens=False).input_ids
+    bos = tokenizer.bos_token_id
+    adds_bos = bos is not None and len(with_special) > len(without) and with_special[0] == bos
+    if not adds_bos or (tokenizer.bos_token and text.startswith(tokenizer.bos_token)):
+        return []
+    return [bos]
+
+
+# --------------------------------------------------------------------------- rows -> messages
+
+
+def read_rows(source: str, split: str = "train") -> Iterator[tuple[str, dict]]:
+    """Yield (location, row) from ``embedded``, a .jsonl/.json/.parquet file, a saved folder or a hub name."""
+    if source == "embedded":
+        from sapo.train.embedded_data import build_embedded_examples
+
+        for i, row in enumerate(build_embedded_examples()):
+            yield f"embedded row {i}", row
+        return
+    path = Path(source)
+    if path.suffix == ".jsonl" and path.is_file():
+        with path.open(encoding="utf-8") as handle:
+            for line_no, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise DataError(f"{path} line {line_no}: not valid JSON ({err.msg})") from err
+                yield f"{path} line {line_no}", row
+        return
+    if path.suffix == ".json" and path.is_file():
+        rows = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(rows, list):
+            raise DataError(f"{path}: expected a JSON array of rows, got {type(rows).__name__}")
+        for i, row in enumerate(rows):
+            yield f"{path} row {i}", row
+        return
+    import datasets
+
+    if path.suffix == ".parquet" and path.is_file():
+        dataset = datasets.load_dataset("parquet", data_files=str(path), split="train")
+    elif path.is_dir():
+        dataset = datasets.load_from_disk(str(path))
+        if isinstance(dataset, datasets.DatasetDict):
+            dataset = dataset[split]
+    else:
+        try:
+            dataset = datasets.load_dataset(source, split=split)
+        except (ConnectionError, OSError) as err:
+            raise DataError(
+                f"could not load data set '{source}': not a local file or folder, and the hub is out of reach. "
+                "Download it where there is access (datasets.load_dataset(...).save_to_disk(DIR)) and pass DIR, "
+                "or use --dataset embedded."
+            ) from err
+    for i, row in enumerate(dataset):
+        yield f"{source} row {i}", row
+
+
+def _check_messages(messages, where: str, name: str) -> list[dict]:
+    if not isinstance(messages, list) or not messages:
+        raise DataError(f"{where}: field '{name}': expected a non-empty list of messages, got {messages!r:.80}")
+    for j, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise DataError(f"{where}: field '{name}[{j}]': expected an object with role and content")
+        role, content = message.get("role"), message.get("content")
+        if role not in ROLES:
+            raise DataError(f"{where}: field '{name}[{j}].role': expected one of {ROLES}, got {role!r}")
+        if not isinstance(content, str):
+            raise DataError(f"{where}: field '{name}[{j}].content': expected a string, got {type(content).__name__}")
+    if messages[-1]["role"] != "assistant":
+        raise DataError(f"{where}: field '{name}[{len(messages) - 1}].role': the last message must be the assistant's")
+    if not messages[-1]["content"].strip():
+        raise DataError(f"{where}: field '{name}[{len(messages) - 1}].content': the answer is empty")
+    if not any(m["role"] == "user" for m in messages):
+        raise DataError(f"{where}: field '{name}': no user message before the answer")
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def conversation_from_row(row: dict, where: str, field_name: str | None = None) -> list[dict]:
+    """The conversation in ``row``: a list of messages, or built from ``prompt`` + answer strings."""
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected an object, got {type(row).__name__}")
+    if field_name is None:
+        field_name = next((f for f in CONVERSATION_FIELDS if isinstance(row.get(f), list)), None)
+    if field_name is None:
+        answer_field = next((f for f in ("chosen", "response", "completion") if isinstance(row.get(f), str)), None)
+        if answer_field is None or not isinstance(row.get("prompt"), str):
+            raise DataError(
+                f"{where}: no conversation found: expected a list field among {CONVERSATION_FIELDS} "
+                f"or string fields 'prompt' and 'chosen'/'response'; row has {sorted(row)}"
+            )
+        messages = [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row[answer_field]}]
+        return _check_messages(messages, where, answer_field)
+    if field_name not in row:
+        raise DataError(f"{where}: field '{field_name}' is missing; row has {sorted(row)}")
+    return _check_messages(row[field_name], where, field_name)
+
+
+# --------------------------------------------------------------------------- messages -> tokens
+
+
+def render_conversation(
+    messages: list[dict], tokenizer, multi_turn: str = "last", system_prompt: str | None = None
+) -> tuple[str, str]:
+    """Render once and split into (prompt_text, answer_text) with prompt_text + answer_text == full text.
+
+    ``multi_turn="last"``: the last assistant turn is the answer and every earlier turn is prompt.
+    ``multi_turn="first"``: the reference code's split, where the prompt is the first user turn
+    (plus a system message) and the answer is everything after it, later user turns included.
+    """
+    if system_prompt is not None and messages[0]["role"] != "system":
+        messages = [{"role": "system", "content": system_prompt}, *messages]
+    if multi_turn == "last":
+        cut = len(messages) - 1
+    elif multi_turn == "first":
+        cut = next(i for i, m in enumerate(messages) if m["role"] == "user") + 1
+    else:
+        raise ValueError(f"multi_turn: expected 'last' or 'first', got {multi_turn!r}")
+    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    prompt = tokenizer.apply_chat_template(messages[:cut], tokenize=False, add_generation_prompt=True)
+    if not full.startswith(prompt):
+        raise DataError(
+            "the chat template renders the prompt differently from the start of the whole conversation, "
+            f"so the prompt cannot be split off.\nprompt: {prompt[-120:]!r}\nfull:   {full[: len(prompt)][-120:]!r}"
+        )
+    return prompt, full[len(prompt) :]
+
+
+def tokenize_pair(tokenizer, prompt_text: str, answer_text: str) -> tuple[list[int], list[int]]:
+    """Token ids of prompt (with at most one BOS) and answer, no other special token added."""
+    prompt_ids = bos_prefix(tokenizer, prompt_text) + tokenizer(prompt_text, add_special_tokens=False).input_ids
+    answer_ids = tokenizer(answer_text, add_special_tokens=False).input_ids
+    return prompt_ids, answer_ids
+
+
+def fit_length(
+    prompt_ids: list[int],
+    answer_ids: list[int],
+    max_length: int | None,
+    max_prompt_length: int | None,
+    truncation: str,
+    stats: DataStats,
+) -> tuple[list[int], list[int]] | None:
+    """Apply the length limits; None means drop the example.
+
+    ``truncation="truncate"`` follows the reference code (TRL 0.7): when the whole is too long,
+    keep the END of the prompt up to ``max_prompt_length``, then cut the answer's tail.
+    ``truncation="drop"`` drops every example that does not fit.
+    """
+    if max_length is None or len(prompt_ids) + len(answer_ids) <= max_length:
+        return prompt_ids, answer_ids
+    if truncation == "drop":
+        stats.dropped_too_long += 1
+        return None
+    if truncation != "truncate":
+        raise ValueError(f"truncation: expected 'truncate' or 'drop', got {truncation!r}")
+    before = len(prompt_ids) + len(answer_ids)
+    if max_prompt_length is not None and len(prompt_ids) > max_prompt_length:
+        prompt_ids = prompt_ids[-max_prompt_length:]
+        stats.prompts_truncated += 1
+    room = max_length - len(prompt_ids)
+    if room <= 0:
+        stats.dropped_too_long += 1
+        return None
+    if len(answer_ids) > room:
+        answer_ids = answer_ids[:room]
+        stats.answers_truncated += 1
+    stats.tokens_lost += before - len(prompt_ids) - len(answer_ids)
+    return prompt_ids, answer_ids
+
+
+def load_examples(
+    source: str,
+    tokenizer,
+    *,
+    split: str = "train",
+    field_name: str | None = None,
+    rejected_field: str | None = None,
+    max_length: int | None = 2048,
+    max_prompt_length: int | None = 1792,
+    truncation: str = "truncate",
+    multi_turn: str = "last",
+    system_prompt: str | None = None,
+    on_bad_row: str = "error",
+    limit: int | None = None,
+) -> tuple[list[ChatExample], DataStats]:
+    """Read, validate, render and tokenize ``source``. See the module docstring for the rules.
+
+    With ``rejected_field`` (DPO/ORPO), each row's rejected conversation must share the chosen
+    one's prompt; the rejected answer is truncated to the same budget as the chosen one.
+    """
+    if on_bad_row not in ("error", "skip"):
+        raise ValueError(f"on_bad_row: expected 'error' or 'skip', got {on_bad_row!r}")
+    stats = DataStats()
+    examples: list[ChatExample] = []
+    for where, row in read_rows(source, split):
+        if limit is not None and len(examples) >= limit:
+            break
+        stats.rows_read += 1
+        try:
+            messages = conversation_from_row(row, where, field_name)
+            prompt_text, answer_text = render_conversation(messages, tokenizer, multi_turn, system_prompt)
+            rejected_text = None
+            if rejected_field is not None:
+                rejected = conversation_from_row(row, where, rejected_field)
+                rejected_prompt, rejected_text = render_conversation(rejected, tokenizer, multi_turn, system_prompt)
+                if rejected_prompt != prompt_text:
+                    raise DataError(f"{where}: field '{rejected_field}': its prompt differs from the chosen one's")
+        except DataError as err:
+            if on_bad_row == "error":
+                raise
+            stats.bad_rows_skipped += 1
+            stats.skipped_locations.append(str(err))
+            continue
+        prompt_ids, answer_ids = tokenize_pair(tokenizer, prompt_text, answer_text)
+        fitted = fit_length(prompt_ids, answer_ids, max_length, max_prompt_length, truncation, stats)
+        if fitted is None:
+            continue
+        rejected_ids = None
+        if rejected_text is not None:
+            rejected_ids = tokenizer(rejected_text, add_special_tokens=False).input_ids
+            rejected_ids = rejected_ids[: max_length - len(fitted[0])] if max_length else rejected_ids
+        examples.append(ChatExample(fitted[0], fitted[1], where, rejected_ids))
+    stats.examples = len(examples)
+    if stats.bad_rows_skipped:
+        warnings.warn(
+            f"{source}: skipped {stats.bad_rows_skipped} bad rows; first: {stats.skipped_locations[0]}", stacklevel=2
+        )
+    if not examples:
+        raise DataError(f"{source}: no usable examples ({stats.summary()})")
+    return examples, stats
