@@ -310,3 +310,16 @@ def load_examples(
     if not examples:
         raise DataError(f"{source}: no usable examples ({stats.summary()})")
     return examples, stats
+
+
+def to_dataset(examples: list[ChatExample]):
+    """A ``datasets.Dataset`` with the token columns TRL's preference trainers read."""
+    import datasets
+
+    columns = {
+        "prompt_ids": [e.prompt_ids for e in examples],
+        "chosen_ids": [e.answer_ids for e in examples],
+    }
+    if all(e.rejected_ids is not None for e in examples):
+        columns["rejected_ids"] = [e.rejected_ids for e in examples]
+    return datasets.Dataset.from_dict(columns)

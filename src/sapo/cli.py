@@ -145,7 +145,13 @@ def _add_data_commands(sub) -> None:
     audit.set_defaults(func=_data_audit)
 
 
-COMMANDS = [_add_model_commands, _add_data_commands]
+def _add_train_command(sub) -> None:
+    from sapo.train.cli import add_train_command
+
+    add_train_command(sub)
+
+
+COMMANDS = [_add_model_commands, _add_data_commands, _add_train_command]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,12 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from sapo.models import ModelUnavailableError
+    from sapo.train.cli import RecipeError
     from sapo.train.data import DataError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataError, ModelUnavailableError) as err:  # user-facing problems: a message, not a trace
+    except (DataError, ModelUnavailableError, RecipeError) as err:  # user-facing problems: a message, not a trace
         print(f"sapo: error: {err}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,205 @@
+"""``SAPOConfig``: TRL's ``DPOConfig`` plus SAPO's own knobs.
+
+Defaults follow the paper's recipes as the reference code (yinyueqin/SAPO @5d7a210) sets
+them; where the code's own default differs from its recipes, the help says both. Every
+reference-code literal is a field here (``ref_update_steps`` was a hard-coded 108).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from trl import DPOConfig
+
+SAPO_LOSSES = ("dpo", "orpo")
+GENERATORS = ("ema", "policy")
+REF_UPDATES = ("ema", "policy", "fixed")
+
+
+@dataclass
+class SAPOConfig(DPOConfig):
+    r"""Configuration of a SAPO run (Yin et al. 2024, arXiv 2405.20830).
+
+    Beyond ``DPOConfig``, in four groups: model and data (``model_name_or_path``,
+    ``dataset_name`` and how it is read), the generator (EMA decay, sampling, segment length),
+    the replay buffer, and the reference model. ``beta`` is DPO's beta for ``sapo_loss="dpo"``
+    and ORPO's lambda for ``sapo_loss="orpo"``; TRL's ``loss_type`` list applies to the DPO
+    objective, so SAPO with IPO or hinge needs no extra code.
+
+    Defaults that differ from ``DPOConfig``: ``bf16`` is switched off on a machine without a
+    GPU (``DPOConfig`` would refuse to build there), and ``max_length`` is 2048 as in the
+    paper's recipes.
+    """
+
+    # Model
+    model_name_or_path: str = field(
+        default="embedded",
+        metadata={"help": "Policy to train: a hub name, a folder, or 'embedded' (packaged SmolLM2-135M-Instruct)."},
+    )
+    chat_template: str | None = field(
+        default=None,
+        metadata={"help": "chatml, zephyr, llama3 or a .jinja path; default: the tokenizer's own template."},
+    )
+    # Data
+    dataset_name: str = field(
+        default="embedded",
+        metadata={
+            "help": "SFT data: a hub name (paper: argilla/distilabel-capybara-dpo-7k-binarized, chosen side only), "
+            "a .jsonl/.json/.parquet file, a saved folder, or 'embedded' (the project's own set)."
+        },
+    )
+    dataset_split: str = field(default="train", metadata={"help": "Split to read from a hub data set."})
+    dataset_field: str | None = field(
+        default=None, metadata={"help": "Conversation column; default: the first of chosen, messages, real."}
+    )
+    max_prompt_length: int | None = field(
+        default=1792, metadata={"help": "Prompt token budget (reference: 1792); prompts keep their end."}
+    )
+    truncation: str = field(
+        default="truncate",
+        metadata={
+            "help": "Too-long examples: 'truncate' (reference behaviour) or 'drop'.",
+            "choices": ["truncate", "drop"],
+        },
+    )
+    multi_turn: str = field(
+        default="last",
+        metadata={
+            "help": "Which part of a multi-turn conversation is the answer: 'last' assistant turn, or 'first' "
+            "(the reference code: the first user turn is the prompt, the rest of the conversation the answer).",
+            "choices": ["last", "first"],
+        },
+    )
+    system_prompt: str | None = field(
+        default=None, metadata={"help": "System message to prepend to conversations that have none."}
+    )
+    on_bad_row: str = field(
+        default="error",
+        metadata={"help": "Bad data rows: 'error' (stop, naming file/row/field) or 'skip' (count and skip)."},
+    )
+    # SAPO objective
+    sapo_loss: str = field(
+        default="dpo",
+        metadata={
+            "help": "Preference objective on (real, regenerated) pairs: 'dpo' or 'orpo'.",
+            "choices": list(SAPO_LOSSES),
+        },
+    )
+    orpo_nll_on_prompt: bool = field(
+        default=False,
+        metadata={
+            "help": "ORPO's NLL term over prompt and answer tokens (reference code) instead of answer tokens only "
+            "(ORPO paper; our default)."
+        },
+    )
+    # Generator (the model that rewrites segments)
+    generator: str = field(
+        default="ema",
+        metadata={
+            "help": "Who rewrites the segment: 'ema' (SAPO) or 'policy' (on-policy ablation).",
+            "choices": list(GENERATORS),
+        },
+    )
+    ema_decay: float = field(
+        default=0.5,
+        metadata={
+            "help": "EMA decay d in ema = d*ema + (1-d)*policy. Paper recipes: 0.5 (the code's own default: 0.992)."
+        },
+    )
+    ema_update_steps: int = field(
+        default=1,
+        metadata={
+            "help": "Update the EMA every this many optimizer steps. Reference code: 1; the paper text (per its "
+            "reviewers) says every 2."
+        },
+    )
+    segment: bool = field(
+        default=True,
+        metadata={
+            "help": "Rewrite a random segment (SAPO). False: regenerate the whole answer from the prompt, at most "
+            "segment_max_new_tokens tokens, with no real tail (the paper's 'no segment' ablation)."
+        },
+    )
+    segment_max_new_tokens: int = field(
+        default=256, metadata={"help": "Segment length L: most tokens the generator writes (reference: 256)."}
+    )
+    temperature: float = field(
+        default=0.7, metadata={"help": "Sampling temperature of the generator (reference: 0.7)."}
+    )
+    top_k: int = field(default=50, metadata={"help": "Top-k of the generator; 0 disables (reference: 50)."})
+    top_p: float = field(default=0.95, metadata={"help": "Top-p of the generator; 1.0 disables (reference: 0.95)."})
+    # Replay buffer
+    use_buffer: bool = field(
+        default=True,
+        metadata={"help": "Sample training pairs from the replay buffer; False trains on the fresh batch."},
+    )
+    buffer_size: int = field(
+        default=2000,
+        metadata={
+            "help": "FIFO replay buffer capacity, per process (reference recipes: 2000; its code default 20000)."
+        },
+    )
+    # Reference model (DPO objective only)
+    ref_update: str = field(
+        default="ema",
+        metadata={
+            "help": "How the DPO reference model changes: 'ema' (copied from the EMA model, SAPO), 'policy' "
+            "(copied from the policy) or 'fixed'.",
+            "choices": list(REF_UPDATES),
+        },
+    )
+    ref_update_steps: int = field(
+        default=108,
+        metadata={"help": "Copy into the reference model every this many steps (reference: a literal 108)."},
+    )
+    # Parameters whose defaults differ from DPOConfig
+    max_length: int | None = field(
+        default=2048, metadata={"help": "Token budget of prompt + answer (reference recipes: 2048)."}
+    )
+
+    def __post_init__(self):
+        for name, choices in (
+            ("sapo_loss", SAPO_LOSSES),
+            ("generator", GENERATORS),
+            ("ref_update", REF_UPDATES),
+            ("truncation", ("truncate", "drop")),
+            ("multi_turn", ("last", "first")),
+            ("on_bad_row", ("error", "skip")),
+        ):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name}: expected one of {choices}, got {getattr(self, name)!r}")
+        if not 0.0 <= self.ema_decay <= 1.0:
+            raise ValueError(f"ema_decay: must be in [0, 1], got {self.ema_decay}")
+        for name in ("ema_update_steps", "buffer_size", "segment_max_new_tokens", "ref_update_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature: must be > 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k: must be >= 0 (0 disables), got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p: must be in (0, 1], got {self.top_p}")
+        if self.max_length is not None and self.max_prompt_length is not None:
+            if self.max_prompt_length >= self.max_length:
+                raise ValueError(
+                    f"max_prompt_length ({self.max_prompt_length}) must be below max_length ({self.max_length})"
+                )
+        if self.use_buffer and self.buffer_size < self.per_device_train_batch_size:
+            raise ValueError(
+                f"buffer_size ({self.buffer_size}) must hold at least one batch "
+                f"(per_device_train_batch_size={self.per_device_train_batch_size})"
+            )
+        if self.precompute_ref_log_probs:
+            # The reference changes during SAPO training, so precomputed log-probs would go stale.
+            raise ValueError("precompute_ref_log_probs: not supported by SAPO, whose rejected answers are made online")
+        if self.sync_ref_model:
+            raise ValueError("sync_ref_model: TR-DPO's policy mixing is not SAPO's update; use ref_update instead")
+        # No GPU: bf16 mixed precision is not available (DPOConfig would refuse to build), and
+        # several processes must meet on the CPU (gloo) rather than look for a device.
+        if not torch.cuda.is_available():
+            if self.bf16 is None:
+                self.bf16 = False
+            if not torch.backends.mps.is_available():
+                self.use_cpu = True
+        super().__post_init__()

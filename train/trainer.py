@@ -1,0 +1,362 @@
+"""``SAPOTrainer``: TRL's ``DPOTrainer`` with rejected answers made during training.
+
+Per step (Yin et al. 2024, Alg. 1; reference code yinyueqin/SAPO):
+1. cut each real answer into A | B | C and let the generator (EMA model) write B' after
+   prompt + A (``segment.py``); rejected = A + B' (+ C unless B' ended with EOS);
+2. push the pairs into the FIFO replay buffer and draw the training batch from it with
+   weights 1/(1 + times drawn) (``buffer.py``);
+3. DPO loss through TRL's own ``_compute_loss`` (so every TRL ``loss_type`` works), or ORPO;
+4. after the optimizer step, ``SAPOCallback`` updates the EMA and, every
+   ``ref_update_steps``, copies it into the reference model (``ema.py``).
+
+Overridden hooks only: ``_prepare_dataset`` (our pipeline tokenizes), ``compute_loss``,
+``_save_checkpoint`` / ``_load_optimizer_and_scheduler`` (EMA, reference, buffer and generator
+RNG travel with every checkpoint) and ``save_model`` (model card).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import time
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from transformers import TrainerCallback
+from trl import DPOTrainer
+from trl.models.utils import unwrap_model_for_generation
+from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+from sapo.train.buffer import BufferEntry, ReplayBuffer, mean_age
+from sapo.train.config import SAPOConfig
+from sapo.train.ema import copy_weights_, ema_update_, paired_parameters
+from sapo.train.losses import orpo_loss
+from sapo.train.segment import sample_continuations, segment_bounds, splice
+
+SAPO_STATE = "sapo_state.json"  # written last into a checkpoint: its presence marks the checkpoint complete
+BUFFER_FILE = "replay_buffer.jsonl"
+
+
+def _local_tensors(params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The tensors to update in place. Under ZeRO-3 each rank holds the same slice of two
+    identically built models (``ds_tensor``), so EMA and copies work shard by shard."""
+    return [getattr(p, "ds_tensor", p.data) for p in params]
+
+
+class SAPOCallback(TrainerCallback):
+    """EMA update every ``ema_update_steps`` and reference refresh every ``ref_update_steps``
+    optimizer steps; run after the step, never inside the loss (unlike the reference code)."""
+
+    def __init__(self, trainer: SAPOTrainer):
+        self.trainer = trainer
+        self.ref_update_log: list[int] = []  # global steps at which the reference was overwritten
+
+    def on_train_begin(self, args: SAPOConfig, state, control, **kwargs):
+        self.trainer.pair_parameters()
+
+    def on_step_end(self, args: SAPOConfig, state, control, **kwargs):
+        t = self.trainer
+        step = state.global_step
+        if step % args.ema_update_steps == 0:
+            ema_update_(t._ema_pairs[0], t._ema_pairs[1], args.ema_decay)
+        if t._ref_pairs is not None and step % args.ref_update_steps == 0:
+            copy_weights_(*t._ref_pairs)
+            self.ref_update_log.append(step)
+
+
+class SAPOTrainer(DPOTrainer):
+    """Self-Augmented Preference Optimization on top of ``trl.DPOTrainer``.
+
+    ``train_dataset`` is a ``datasets.Dataset`` with ``prompt_ids`` and ``chosen_ids`` (answer
+    tokens) as our data pipeline makes them (``sapo.train.data``); it needs no rejected column.
+    """
+
+    _tag_names = ["trl", "sapo"]
+
+    def __init__(self, model, args: SAPOConfig, train_dataset: Dataset, processing_class, callbacks=None, **kwargs):
+        if not isinstance(args, SAPOConfig):
+            raise TypeError(f"args: expected a SAPOConfig, got {type(args).__name__}")
+        # Copies first: DPOTrainer patches model.forward, and a later deepcopy would carry the
+        # patched forward bound to the policy.
+        ema_model = copy.deepcopy(model).eval().requires_grad_(False)
+        ref_model = copy.deepcopy(model) if args.sapo_loss == "dpo" else ema_model
+        super().__init__(
+            model=model,
+            ref_model=ref_model,  # for ORPO the EMA stands in, so TRL loads no spare reference
+            args=args,
+            data_collator=_pass_through,
+            train_dataset=train_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            **kwargs,
+        )
+        if args.sapo_loss == "dpo":
+            self.ema_model = self._prepare_frozen(ema_model)
+        else:
+            self.ema_model = self.ref_model
+        self.ref_model.requires_grad_(False)
+        self.ema_model.requires_grad_(False)
+        self._ema_pairs = self._ref_pairs = None  # built at train begin: wrapping may reallocate parameters
+        self.buffer = ReplayBuffer(args.buffer_size)
+        device = self.accelerator.device
+        self.sapo_generator = torch.Generator(device=device).manual_seed(args.seed + self.accelerator.process_index)
+        self._collate_pairs = DataCollatorForPreference(pad_token_id=self._pad_id())
+        self.sapo_callback = SAPOCallback(self)
+        self.add_callback(self.sapo_callback)
+
+    # ------------------------------------------------------------------ set-up hooks
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        missing = {"prompt_ids", "chosen_ids"} - set(dataset.column_names)
+        if missing:
+            raise ValueError(f"{dataset_name} dataset: SAPOTrainer needs tokenized columns, missing {sorted(missing)}")
+        return dataset  # tokenized by sapo.train.data, which renders each conversation once
+
+    def pair_parameters(self) -> None:
+        """Pair EMA/reference tensors with their sources by name. Called when training begins,
+        after the policy was wrapped: DDP and DeepSpeed may move its parameters to new storage."""
+        unwrap = self.accelerator.unwrap_model
+        self._ema_pairs = [_local_tensors(p) for p in paired_parameters(unwrap(self.ema_model), unwrap(self.model))]
+        self._ref_pairs = None
+        if self.args.sapo_loss == "dpo" and self.args.ref_update != "fixed":
+            source = self.ema_model if self.args.ref_update == "ema" else self.model
+            self._ref_pairs = [_local_tensors(p) for p in paired_parameters(unwrap(self.ref_model), unwrap(source))]
+
+    def _prepare_frozen(self, model):
+        if self.is_deepspeed_enabled:
+            from trl.models.utils import prepare_deepspeed
+
+            return prepare_deepspeed(model, self.accelerator)
+        return self.accelerator.prepare_model(model, evaluation_mode=True)
+
+    def _pad_id(self) -> int:
+        tok = self.processing_class
+        return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+    def _eos_ids(self) -> list[int]:
+        ids = self.accelerator.unwrap_model(self.model).generation_config.eos_token_id
+        ids = [ids] if isinstance(ids, int) else list(ids or [])
+        if self.processing_class.eos_token_id not in ids:
+            ids.append(self.processing_class.eos_token_id)
+        return ids
+
+    # ------------------------------------------------------------------ the SAPO step
+
+    def make_pairs(self, inputs: dict, generator: torch.Generator) -> list[BufferEntry]:
+        """Regenerate a segment of each real answer with the generator model; one entry per example."""
+        args: SAPOConfig = self.args
+        eos = self._eos_ids()
+        plans, contexts, budgets = [], [], []
+        for prompt, answer in zip(inputs["prompt_ids"], inputs["chosen_ids"], strict=True):
+            if args.segment:
+                prompt_budget = min(len(prompt), args.max_prompt_length or len(prompt))
+                room = (args.max_length or 10**9) - prompt_budget - min(args.segment_max_new_tokens, len(answer))
+                start, length = segment_bounds(len(answer), args.segment_max_new_tokens, room, generator)
+                budget = length
+            else:  # the 'no segment' ablation: a whole new answer of at most L tokens
+                start, length = 0, len(answer)
+                budget = min(args.segment_max_new_tokens, (args.max_length or 10**9) - len(prompt))
+            plans.append((prompt, answer, start, length, budget))
+            contexts.append(prompt + answer[:start])
+            budgets.append(budget)
+        source = self.ema_model if args.generator == "ema" else self.model_wrapped
+        began = time.perf_counter()
+        with unwrap_model_for_generation(source, self.accelerator) as model:
+            generated = sample_continuations(
+                model,
+                contexts,
+                budgets,
+                pad_token_id=self._pad_id(),
+                eos_token_id=eos,
+                temperature=args.temperature,
+                top_k=args.top_k,
+                top_p=args.top_p,
+                generator=generator,
+            )
+        seconds = time.perf_counter() - began
+        entries = []
+        for (prompt, answer, start, length, budget), new in zip(plans, generated, strict=True):
+            if args.segment:
+                rejected, ended_early, n = splice(answer, start, length, new, eos)
+            else:
+                rejected, ended_early, n = splice([], 0, budget, new, eos)
+            entries.append(
+                BufferEntry(
+                    prompt_ids=list(prompt),
+                    chosen_ids=list(answer),
+                    rejected_ids=rejected,
+                    segment_start=start,
+                    segment_end=start + length,
+                    generated_len=n,
+                    ended_early=ended_early,
+                    step_added=self.state.global_step,
+                )
+            )
+        metrics = self._metrics["train" if self.model.training else "eval"]
+        metrics["sapo/segment_len"].append(sum(e.generated_len for e in entries) / len(entries))
+        metrics["sapo/ended_early"].append(sum(e.ended_early for e in entries) / len(entries))
+        metrics["sapo/gen_tokens_per_s"].append(sum(e.generated_len for e in entries) / max(seconds, 1e-9))
+        return entries
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        training = self.model.training
+        if training:
+            fresh = self.make_pairs(inputs, self.sapo_generator)
+            if self.args.use_buffer:
+                self.buffer.add(fresh)
+                batch_entries = self.buffer.sample(len(fresh), self.sapo_generator)
+            else:
+                batch_entries = fresh
+            metrics = self._metrics["train"]
+            metrics["sapo/buffer_size"].append(len(self.buffer))
+            metrics["sapo/sample_age"].append(mean_age(batch_entries, self.state.global_step))
+            metrics["sapo/ref_updates"] = [len(self.sapo_callback.ref_update_log)]
+        else:  # evaluation must not touch the buffer or the training RNG stream
+            eval_rng = torch.Generator(device=self.accelerator.device).manual_seed(self.args.seed)
+            batch_entries = self.make_pairs(inputs, eval_rng)
+        batch = self._collate_pairs(
+            [
+                {"prompt_ids": e.prompt_ids, "chosen_ids": e.chosen_ids, "rejected_ids": e.rejected_ids}
+                for e in batch_entries
+            ]
+        )
+        batch = self._prepare_inputs(batch)
+        if self.args.sapo_loss == "orpo":
+            return self._orpo_compute_loss(model, batch, return_outputs)
+        return super().compute_loss(model, batch, return_outputs=return_outputs)
+
+    def _orpo_compute_loss(self, model, batch, return_outputs):
+        """ORPO (Hong et al. 2024) on [chosen; rejected]: NLL(chosen) - beta * log sigmoid(log odds ratio)."""
+        mode = "train" if self.model.training else "eval"
+        completion = batch["completion_mask"]
+        label_mask = completion.clone()
+        n = completion.size(0) // 2
+        if self.args.orpo_nll_on_prompt:  # reference code: the NLL covers the prompt too
+            label_mask[:n] = batch["attention_mask"][:n]
+        labels = batch["input_ids"].masked_fill(label_mask == 0, -100)
+        outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels,
+                        fused_lm_head=True, use_cache=False)  # fmt: skip
+        per_token = outputs.log_probs.float()  # (2n, T-1), zero where the label is masked
+        response = completion[:, 1:].float()
+        mean_logps = (per_token * response).sum(1) / response.sum(1).clamp(min=1)
+        nll_mask = label_mask[:n, 1:].float()
+        chosen_nll = -(per_token[:n] * nll_mask).sum(1) / nll_mask.sum(1).clamp(min=1)
+        losses, chosen_rewards, rejected_rewards, log_odds = orpo_loss(mean_logps[:n], mean_logps[n:], chosen_nll,
+                                                                       self.args.beta)  # fmt: skip
+        loss = losses.mean()
+        gather = self.accelerator.gather_for_metrics
+        metrics = self._metrics[mode]
+        metrics["rewards/chosen"].append(gather(chosen_rewards).mean().item())
+        metrics["rewards/rejected"].append(gather(rejected_rewards).mean().item())
+        metrics["rewards/margins"].append(gather(chosen_rewards - rejected_rewards).mean().item())
+        metrics["rewards/accuracies"].append(gather((chosen_rewards > rejected_rewards).float()).mean().item())
+        metrics["logps/chosen"].append(gather(mean_logps[:n].detach()).mean().item())
+        metrics["logps/rejected"].append(gather(mean_logps[n:].detach()).mean().item())
+        metrics["nll_loss"].append(gather(chosen_nll.detach()).mean().item())
+        metrics["log_odds_ratio"].append(gather(log_odds).mean().item())
+        return (loss, outputs) if return_outputs else loss
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+        self._save_sapo_state(folder)
+
+    def _save_sapo_state(self, folder: Path) -> None:
+        rank = self.accelerator.process_index
+        suffix = "" if self.accelerator.num_processes == 1 else f"_rank{rank}"
+        frozen = [("ema", self.ema_model)] + ([("ref", self.ref_model)] if self.args.sapo_loss == "dpo" else [])
+        for name, model in frozen:
+            state_dict = self.accelerator.get_state_dict(model)  # collective under ZeRO-3: every rank calls it
+            if self.accelerator.is_main_process:
+                self.accelerator.unwrap_model(model).save_pretrained(
+                    folder / name, state_dict=state_dict, safe_serialization=True
+                )
+        # Each process has its own buffer and generator stream (the reference's buffer is per rank too).
+        self.buffer.save_jsonl(folder / BUFFER_FILE.replace(".jsonl", f"{suffix}.jsonl"))
+        torch.save(self.sapo_generator.get_state(), folder / f"sapo_rng{suffix}.pt")
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            state = {"global_step": self.state.global_step, "ref_updates": self.sapo_callback.ref_update_log,
+                     "num_processes": self.accelerator.num_processes}  # fmt: skip
+            (folder / SAPO_STATE).write_text(json.dumps(state, indent=1))
+
+    def _check_resumable(self, folder: Path) -> dict:
+        if not (folder / SAPO_STATE).is_file():
+            raise ValueError(f"{folder}: incomplete SAPO checkpoint (no {SAPO_STATE}); resume from an earlier one")
+        state = json.loads((folder / SAPO_STATE).read_text())
+        if state["num_processes"] != self.accelerator.num_processes:
+            raise ValueError(
+                f"{folder} was written by {state['num_processes']} processes; resume with the same number "
+                f"(now {self.accelerator.num_processes}): each holds its own buffer and RNG stream"
+            )
+        return state
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        # The one resume hook transformers calls on every path (plain, DDP, DeepSpeed, FSDP), after the
+        # models are prepared: the SAPO state is restored here too.
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None:
+            return
+        folder = Path(checkpoint)
+        state = self._check_resumable(folder)
+        suffix = "" if self.accelerator.num_processes == 1 else f"_rank{self.accelerator.process_index}"
+        frozen = [("ema", self.ema_model)] + ([("ref", self.ref_model)] if self.args.sapo_loss == "dpo" else [])
+        for name, model in frozen:
+            _load_weights(self.accelerator.unwrap_model(model), folder / name, self.is_deepspeed_enabled)
+        self.buffer = ReplayBuffer.load_jsonl(folder / BUFFER_FILE.replace(".jsonl", f"{suffix}.jsonl"),
+                                              self.args.buffer_size)  # fmt: skip
+        self.sapo_generator.set_state(torch.load(folder / f"sapo_rng{suffix}.pt", weights_only=True))
+        self.sapo_callback.ref_update_log = list(state["ref_updates"])
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        if resume_from_checkpoint is True:  # the newest *complete* checkpoint, not merely the newest folder
+            resume_from_checkpoint = latest_complete_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"{self.args.output_dir}: no complete checkpoint to resume from")
+        if resume_from_checkpoint:
+            self._check_resumable(Path(resume_from_checkpoint))  # fail before any work is done
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        super().save_model(output_dir, _internal_call)
+        if self.accelerator.is_main_process and not _internal_call:
+            from sapo.train.model_card import write_model_card
+
+            write_model_card(
+                Path(output_dir or self.args.output_dir), self.args, method=f"SAPO-{self.args.sapo_loss.upper()}"
+            )
+
+
+def _load_weights(module: torch.nn.Module, folder: Path, deepspeed: bool = False) -> None:
+    """Load a safetensors checkpoint written by save_pretrained into an existing module, in place
+    (parameter storage is kept, so tensors paired for the EMA stay valid)."""
+    from safetensors.torch import load_file
+
+    gathered = contextlib.nullcontext()
+    if deepspeed and any(hasattr(p, "ds_tensor") for p in module.parameters()):  # ZeRO-3: load whole, on rank 0
+        import deepspeed as ds
+
+        gathered = ds.zero.GatheredParameters(list(module.parameters()), modifier_rank=0)
+    device = next(module.parameters()).device
+    with gathered:
+        missing, unexpected = module.load_state_dict(load_file(folder / "model.safetensors", device=str(device)),
+                                                     strict=False)  # fmt: skip
+    tied = {name for name in missing if module.get_output_embeddings() is not None and name.startswith("lm_head")}
+    if unexpected or set(missing) - tied:
+        raise ValueError(f"{folder}: weights do not match the model (missing {missing}, unexpected {unexpected})")
+
+
+def latest_complete_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest checkpoint-N folder whose SAPO state was fully written, or None."""
+    folders = sorted(Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    complete = [f for f in folders if (f / SAPO_STATE).is_file()]
+    return str(complete[-1]) if complete else None
+
+
+def _pass_through(examples: list[dict]) -> dict:
+    """Keep token lists as lists: pairs are built (and padded) only after generation."""
+    return {key: [example[key] for example in examples] for key in ("prompt_ids", "chosen_ids")}
