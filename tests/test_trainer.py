@@ -17,6 +17,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from trl import DPOTrainer
 
 from sapo.train.config import SAPOConfig
 from sapo.train.data import load_examples, to_dataset
@@ -619,3 +620,43 @@ def test_recipe_parses_into_config(path, monkeypatch):
         if key == "report_to" and want == "none":
             want = []
         assert got == want, f"{path.name}: {key} = {got!r}, recipe says {want!r}"
+
+
+# --------------------------------------------------------------------------- the loss TRL computes for us
+
+
+def _answer_logps(model, batch) -> torch.Tensor:
+    """Summed log-probs of the completion tokens, from a plain forward (no TRL patch)."""
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+    logps = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, batch["input_ids"][:, 1:, None]).squeeze(-1)
+    return (logps * batch["completion_mask"][:, 1:]).sum(-1)
+
+
+@pytest.mark.parametrize("loss", ["dpo", "orpo"])
+def test_trainer_loss_equals_the_pure_formula(tiny_model_dir, dataset, tokenizer, tmp_path, loss):
+    # Policy and reference must differ for the DPO check to mean anything: perturb the policy.
+    from sapo.train.losses import dpo_sigmoid_loss, orpo_loss
+
+    trainer = make_trainer(tiny_model_dir, tiny_config(tmp_path, sapo_loss=loss, beta=0.3), dataset, tokenizer)
+    with torch.no_grad():
+        for param in trainer.model.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    rows = dataset.select(range(3))
+    pairs = [{"prompt_ids": p, "chosen_ids": c, "rejected_ids": c[: len(c) // 2] + c[len(c) // 2 :][::-1]}
+             for p, c in zip(rows["prompt_ids"], rows["chosen_ids"], strict=True)]  # fmt: skip
+    batch = trainer._prepare_inputs(trainer._collate_pairs(pairs))
+    policy, reference = load_model(tiny_model_dir), load_model(tiny_model_dir)
+    policy.load_state_dict(weights_of(trainer.model), strict=False)
+    logps, ref_logps = _answer_logps(policy, batch), _answer_logps(reference, batch)
+    n = len(pairs)
+    trainer.model.train()
+    if loss == "dpo":
+        got = DPOTrainer.compute_loss(trainer, trainer.model, batch)
+        expected = dpo_sigmoid_loss(logps[:n], logps[n:], ref_logps[:n], ref_logps[n:], beta=0.3)[0].mean()
+    else:
+        got = trainer._orpo_compute_loss(trainer.model, batch, return_outputs=False)
+        lengths = batch["completion_mask"][:, 1:].sum(-1)
+        mean = logps / lengths
+        expected = orpo_loss(mean[:n], mean[n:], -mean[:n], beta=0.3)[0].mean()
+    torch.testing.assert_close(got.detach(), expected, rtol=1e-4, atol=1e-5)

@@ -51,24 +51,13 @@ def run_sapo(config) -> Path:
     import torch
 
     from sapo.models import load_causal_lm, load_tokenizer
-    from sapo.train.data import load_examples, resolve_chat_template, to_dataset
+    from sapo.train.data import load_examples_from_config, resolve_chat_template, to_dataset
     from sapo.train.trainer import SAPOTrainer
 
     tokenizer = load_tokenizer(config.model_name_or_path)
     if config.chat_template:
         tokenizer.chat_template = resolve_chat_template(config.chat_template)
-    examples, stats = load_examples(
-        config.dataset_name,
-        tokenizer,
-        split=config.dataset_split,
-        field_name=config.dataset_field,
-        max_length=config.max_length,
-        max_prompt_length=config.max_prompt_length,
-        truncation=config.truncation,
-        multi_turn=config.multi_turn,
-        system_prompt=config.system_prompt,
-        on_bad_row=config.on_bad_row,
-    )
+    examples, stats = load_examples_from_config(config, tokenizer)
     print(f"data: {stats.summary()}", flush=True)
     dtype = torch.bfloat16 if config.bf16 else torch.float32
     model = load_causal_lm(config.model_name_or_path, dtype=dtype)

@@ -312,6 +312,23 @@ def load_examples(
     return examples, stats
 
 
+def load_examples_from_config(config, tokenizer) -> tuple[list[ChatExample], DataStats]:
+    """``load_examples`` driven by an object with the config's data fields (a SAPOConfig, or the
+    ``sapo data audit`` arguments, which use the same names)."""
+    return load_examples(
+        config.dataset_name,
+        tokenizer,
+        split=config.dataset_split,
+        field_name=config.dataset_field,
+        max_length=config.max_length,
+        max_prompt_length=config.max_prompt_length,
+        truncation=config.truncation,
+        multi_turn=config.multi_turn,
+        system_prompt=config.system_prompt,
+        on_bad_row=config.on_bad_row,
+    )
+
+
 def to_dataset(examples: list[ChatExample]):
     """A ``datasets.Dataset`` with the token columns TRL's preference trainers read."""
     import datasets

@@ -85,22 +85,12 @@ def _data_write_embedded(args: argparse.Namespace) -> int:
 
 def _data_audit(args: argparse.Namespace) -> int:
     from sapo.models import load_tokenizer
-    from sapo.train.data import load_examples, resolve_chat_template
+    from sapo.train.data import load_examples_from_config, resolve_chat_template
 
     tokenizer = load_tokenizer(args.model)
     if args.chat_template:
         tokenizer.chat_template = resolve_chat_template(args.chat_template)
-    examples, stats = load_examples(
-        args.dataset,
-        tokenizer,
-        split=args.split,
-        field_name=args.field,
-        max_length=args.max_length,
-        max_prompt_length=args.max_prompt_length,
-        truncation=args.truncation,
-        multi_turn=args.multi_turn,
-        on_bad_row=args.on_bad_row,
-    )
+    examples, stats = load_examples_from_config(args, tokenizer)
     print(stats.summary())
     specials = {t: tokenizer.convert_tokens_to_ids(t) for t in tokenizer.all_special_tokens}
     for example in examples[: args.show]:
@@ -131,11 +121,21 @@ def _add_data_commands(sub) -> None:
         description="Runs the shared data pipeline and prints what was read, truncated and dropped, then "
         "decodes the first and last tokens of a few examples so doubled BOS/EOS tokens are visible.",
     )
-    audit.add_argument("dataset", help="'embedded', a .jsonl/.json/.parquet file, a saved folder or a hub name")
+    # dests use the config's field names, so the audit reads data exactly as training does
+    audit.add_argument(
+        "dataset_name",
+        metavar="dataset",
+        help="'embedded', a .jsonl/.json/.parquet file, a saved folder or a hub name",
+    )
     audit.add_argument("--model", default="embedded", help=MODEL_HELP + " (for its tokenizer)")
     audit.add_argument("--chat-template", help="chatml, zephyr, llama3 or a .jinja file (default: the tokenizer's)")
-    audit.add_argument("--split", default="train", help="split for hub data sets (default train)")
-    audit.add_argument("--field", help="the conversation column (default: first of chosen, messages, real)")
+    audit.add_argument(
+        "--split", dest="dataset_split", default="train", help="split for hub data sets (default train)"
+    )
+    audit.add_argument(
+        "--field", dest="dataset_field", help="the conversation column (default: first of chosen, messages, real)"
+    )
+    audit.add_argument("--system-prompt", help="system message for conversations that have none")
     audit.add_argument("--max-length", type=int, default=2048, help="token budget of prompt + answer")
     audit.add_argument("--max-prompt-length", type=int, default=1792, help="token budget of the prompt")
     audit.add_argument("--truncation", choices=["truncate", "drop"], default="truncate")
