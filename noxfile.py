@@ -58,7 +58,9 @@ def train_embedded(session: nox.Session) -> None:
     session.run("sapo", "data", "audit", "embedded", "--model", "embedded", "--show", "1")
     session.run("sapo", "train", recipe, *session.posargs)
     output = "runs/embedded/smollm2-135m/sapo-dpo"
-    session.run("sapo", "model", "generate", output, "What is the capital of France?")
+    session.run(
+        "sapo", "model", "generate", output, "Give me three tips for sleeping better.", "--max-new-tokens", "96"
+    )
 
 
 @nox.session(python=PYTHON, default=False)

@@ -32,6 +32,7 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 from sapo.train.buffer import BufferEntry, ReplayBuffer, mean_age
 from sapo.train.config import SAPOConfig
 from sapo.train.ema import copy_weights_, ema_update_, paired_parameters
+from sapo.train.health import StuckLossCallback, check_finite
 from sapo.train.losses import orpo_loss
 from sapo.train.segment import sample_continuations, segment_bounds, splice
 
@@ -105,6 +106,7 @@ class SAPOTrainer(DPOTrainer):
         self._collate_pairs = DataCollatorForPreference(pad_token_id=self._pad_id())
         self.sapo_callback = SAPOCallback(self)
         self.add_callback(self.sapo_callback)
+        self.add_callback(StuckLossCallback())
 
     # ------------------------------------------------------------------ set-up hooks
 
@@ -216,16 +218,17 @@ class SAPOTrainer(DPOTrainer):
         else:  # evaluation must not touch the buffer or the training RNG stream
             eval_rng = torch.Generator(device=self.accelerator.device).manual_seed(self.args.seed)
             batch_entries = self.make_pairs(inputs, eval_rng)
-        batch = self._collate_pairs(
-            [
-                {"prompt_ids": e.prompt_ids, "chosen_ids": e.chosen_ids, "rejected_ids": e.rejected_ids}
-                for e in batch_entries
-            ]
-        )
-        batch = self._prepare_inputs(batch)
+        pairs = [
+            {"prompt_ids": e.prompt_ids, "chosen_ids": e.chosen_ids, "rejected_ids": e.rejected_ids}
+            for e in batch_entries
+        ]
+        batch = self._prepare_inputs(self._collate_pairs(pairs))
         if self.args.sapo_loss == "orpo":
-            return self._orpo_compute_loss(model, batch, return_outputs)
-        return super().compute_loss(model, batch, return_outputs=return_outputs)
+            result = self._orpo_compute_loss(model, batch, return_outputs)
+        else:
+            result = super().compute_loss(model, batch, return_outputs=return_outputs)
+        check_finite(result[0] if return_outputs else result, pairs, self.processing_class, self.args.output_dir)
+        return result
 
     def _orpo_compute_loss(self, model, batch, return_outputs):
         """ORPO (Hong et al. 2024) on [chosen; rejected]: NLL(chosen) - beta * log sigmoid(log odds ratio)."""
