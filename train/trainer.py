@@ -37,7 +37,6 @@ from sapo.train.losses import orpo_loss
 from sapo.train.segment import sample_continuations, segment_bounds, splice
 
 SAPO_STATE = "sapo_state.json"  # written last into a checkpoint: its presence marks the checkpoint complete
-BUFFER_FILE = "replay_buffer.jsonl"
 
 
 def _local_tensors(params: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -268,19 +267,26 @@ class SAPOTrainer(DPOTrainer):
         folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
         self._save_sapo_state(folder)
 
+    def _frozen_models(self) -> list[tuple[str, torch.nn.Module]]:
+        """The models a checkpoint carries besides the policy, by folder name."""
+        return [("ema", self.ema_model)] + ([("ref", self.ref_model)] if self.args.sapo_loss == "dpo" else [])
+
+    def _per_process_files(self, folder: Path) -> tuple[Path, Path]:
+        """Replay buffer and generator-state files of this process (one set per rank when several)."""
+        suffix = "" if self.accelerator.num_processes == 1 else f"_rank{self.accelerator.process_index}"
+        return folder / f"replay_buffer{suffix}.jsonl", folder / f"sapo_rng{suffix}.pt"
+
     def _save_sapo_state(self, folder: Path) -> None:
-        rank = self.accelerator.process_index
-        suffix = "" if self.accelerator.num_processes == 1 else f"_rank{rank}"
-        frozen = [("ema", self.ema_model)] + ([("ref", self.ref_model)] if self.args.sapo_loss == "dpo" else [])
-        for name, model in frozen:
+        for name, model in self._frozen_models():
             state_dict = self.accelerator.get_state_dict(model)  # collective under ZeRO-3: every rank calls it
             if self.accelerator.is_main_process:
                 self.accelerator.unwrap_model(model).save_pretrained(
                     folder / name, state_dict=state_dict, safe_serialization=True
                 )
         # Each process has its own buffer and generator stream (the reference's buffer is per rank too).
-        self.buffer.save_jsonl(folder / BUFFER_FILE.replace(".jsonl", f"{suffix}.jsonl"))
-        torch.save(self.sapo_generator.get_state(), folder / f"sapo_rng{suffix}.pt")
+        buffer_path, rng_path = self._per_process_files(folder)
+        self.buffer.save_jsonl(buffer_path)
+        torch.save(self.sapo_generator.get_state(), rng_path)
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             state = {"global_step": self.state.global_step, "ref_updates": self.sapo_callback.ref_update_log,
@@ -306,13 +312,11 @@ class SAPOTrainer(DPOTrainer):
             return
         folder = Path(checkpoint)
         state = self._check_resumable(folder)
-        suffix = "" if self.accelerator.num_processes == 1 else f"_rank{self.accelerator.process_index}"
-        frozen = [("ema", self.ema_model)] + ([("ref", self.ref_model)] if self.args.sapo_loss == "dpo" else [])
-        for name, model in frozen:
+        for name, model in self._frozen_models():
             _load_weights(self.accelerator.unwrap_model(model), folder / name, self.is_deepspeed_enabled)
-        self.buffer = ReplayBuffer.load_jsonl(folder / BUFFER_FILE.replace(".jsonl", f"{suffix}.jsonl"),
-                                              self.args.buffer_size)  # fmt: skip
-        self.sapo_generator.set_state(torch.load(folder / f"sapo_rng{suffix}.pt", weights_only=True))
+        buffer_path, rng_path = self._per_process_files(folder)
+        self.buffer = ReplayBuffer.load_jsonl(buffer_path, self.args.buffer_size)
+        self.sapo_generator.set_state(torch.load(rng_path, weights_only=True))
         self.sapo_callback.ref_update_log = list(state["ref_updates"])
 
     def train(self, resume_from_checkpoint=None, **kwargs):
