@@ -108,6 +108,20 @@ def assert_all_changed(model, initial: dict, what: str) -> None:
     assert not unchanged, f"{what}: parameters unchanged by training: {unchanged}"
 
 
+def assert_ema_closed_form(out, initial: dict, decay: float, steps: int) -> dict:
+    """checkpoint-k/ema == decay * ema_{k-1} + (1 - decay) * policy_k for k = 1..steps, ema_0 = initial.
+    Returns the last EMA."""
+    previous = initial
+    for k in range(1, steps + 1):
+        ema = saved(out / f"checkpoint-{k}" / "ema")
+        policy = saved(out / f"checkpoint-{k}")
+        expected = {name: decay * previous[name] + (1 - decay) * policy[name] for name in ema}
+        what = f"checkpoint-{k}/ema vs {decay}*ema_{k - 1} + {1 - decay}*policy_{k}"
+        assert_same_weights(ema, expected, what, atol=1e-6)
+        previous = ema
+    return previous
+
+
 def read_buffer(path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
@@ -203,13 +217,7 @@ def test_dpo_changes_every_parameter(dpo_run, initial):
 def test_ema_follows_closed_form_at_every_checkpoint(dpo_run, initial):
     # ema_k = 0.5 * ema_{k-1} + 0.5 * p_k, ema_0 = the initial policy, p_k = the policy after step k.
     _, _, out = dpo_run
-    previous = initial
-    for k in range(1, 5):
-        ema = saved(out / f"checkpoint-{k}" / "ema")
-        policy = saved(out / f"checkpoint-{k}")
-        expected = {name: 0.5 * previous[name] + 0.5 * policy[name] for name in ema}
-        assert_same_weights(ema, expected, f"checkpoint-{k}/ema vs 0.5*ema_{k - 1} + 0.5*policy_{k}", atol=1e-6)
-        previous = ema
+    previous = assert_ema_closed_form(out, initial, decay=0.5, steps=4)
     # Not vacuous: after 4 steps the EMA has moved away from the initial weights.
     moved = [name for name in previous if not torch.equal(previous[name], initial[name])]
     assert moved, "the EMA never moved"
@@ -387,13 +395,7 @@ def test_orpo_trains_every_parameter_without_a_reference(orpo_run, initial):
 def test_orpo_ema_follows_closed_form(orpo_run, initial):
     # ema_k = 0.75 * ema_{k-1} + 0.25 * p_k; under ORPO the EMA also stands in for TRL's ref_model slot.
     _, out = orpo_run
-    previous = initial
-    for k in range(1, 4):
-        ema = saved(out / f"checkpoint-{k}" / "ema")
-        policy = saved(out / f"checkpoint-{k}")
-        expected = {name: 0.75 * previous[name] + 0.25 * policy[name] for name in ema}
-        assert_same_weights(ema, expected, f"ORPO checkpoint-{k}/ema vs 0.75*ema_{k - 1} + 0.25*policy_{k}", atol=1e-6)
-        previous = ema
+    assert_ema_closed_form(out, initial, decay=0.75, steps=3)
 
 
 # --------------------------------------------------------------------------- 5. ablation switches
