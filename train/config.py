@@ -1,6 +1,11 @@
-"""``SAPOConfig``: TRL's ``DPOConfig`` plus SAPO's own knobs.
+"""Run configurations: the fields every method shares, and ``SAPOConfig``.
 
-Defaults follow the paper's recipes as the reference code (yinyueqin/SAPO @5d7a210) sets
+``HarnessArguments`` holds what every trainer of the harness reads the same way (the model,
+the data and how our pipeline renders it, the CPU fallback); each method's config is that
+mixin plus TRL's own config for the method (``SAPOConfig`` = mixin + ``DPOConfig``; the
+baselines in ``baselines.py`` and ``spin.py``). So one recipe key means one thing everywhere.
+
+SAPO defaults follow the paper's recipes as the reference code (yinyueqin/SAPO @5d7a210) sets
 them; where the code's own default differs from its recipes, the help says both. Every
 reference-code literal is a field here (``ref_update_steps`` was a hard-coded 108).
 """
@@ -17,19 +22,19 @@ GENERATORS = ("ema", "policy")
 REF_UPDATES = ("ema", "policy", "fixed")
 
 
+def check_choice(config, name: str, choices: tuple[str, ...]) -> None:
+    """Raise a ValueError naming the field when ``config.<name>`` is not one of ``choices``."""
+    if getattr(config, name) not in choices:
+        raise ValueError(f"{name}: expected one of {choices}, got {getattr(config, name)!r}")
+
+
 @dataclass
-class SAPOConfig(DPOConfig):
-    r"""Configuration of a SAPO run (Yin et al. 2024, arXiv 2405.20830).
+class HarnessArguments:
+    """Model and data fields shared by every method (SFT, DPO, ORPO, SPIN, SAPO).
 
-    Beyond ``DPOConfig``, in four groups: model and data (``model_name_or_path``,
-    ``dataset_name`` and how it is read), the generator (EMA decay, sampling, segment length),
-    the replay buffer, and the reference model. ``beta`` is DPO's beta for ``sapo_loss="dpo"``
-    and ORPO's lambda for ``sapo_loss="orpo"``; TRL's ``loss_type`` list applies to the DPO
-    objective, so SAPO with IPO or hinge needs no extra code.
-
-    Defaults that differ from ``DPOConfig``: ``bf16`` is switched off on a machine without a
-    GPU (``DPOConfig`` would refuse to build there), and ``max_length`` is 2048 as in the
-    paper's recipes.
+    Mixed in before a TRL config class; ``__post_init__`` validates these fields, switches
+    bf16 off and ``use_cpu`` on when there is no GPU (TRL configs refuse to build there
+    otherwise), then hands over to the TRL config.
     """
 
     # Model
@@ -56,6 +61,9 @@ class SAPOConfig(DPOConfig):
     max_prompt_length: int | None = field(
         default=1792, metadata={"help": "Prompt token budget (reference: 1792); prompts keep their end."}
     )
+    max_length: int | None = field(
+        default=2048, metadata={"help": "Token budget of prompt + answer (reference recipes: 2048)."}
+    )
     truncation: str = field(
         default="truncate",
         metadata={
@@ -74,10 +82,53 @@ class SAPOConfig(DPOConfig):
     system_prompt: str | None = field(
         default=None, metadata={"help": "System message to prepend to conversations that have none."}
     )
+    max_examples: int | None = field(
+        default=None,
+        metadata={"help": "Train on the first N usable examples only (quick runs); default: all."},
+    )
     on_bad_row: str = field(
         default="error",
         metadata={"help": "Bad data rows: 'error' (stop, naming file/row/field) or 'skip' (count and skip)."},
     )
+
+    def __post_init__(self):
+        for name, choices in (
+            ("truncation", ("truncate", "drop")),
+            ("multi_turn", ("last", "first")),
+            ("on_bad_row", ("error", "skip")),
+        ):
+            check_choice(self, name, choices)
+        if self.max_examples is not None and self.max_examples < 1:
+            raise ValueError(f"max_examples: must be >= 1 (or unset for all), got {self.max_examples}")
+        if self.max_length is not None and self.max_prompt_length is not None:
+            if self.max_prompt_length >= self.max_length:
+                raise ValueError(
+                    f"max_prompt_length ({self.max_prompt_length}) must be below max_length ({self.max_length})"
+                )
+        # No GPU: bf16 mixed precision is not available (TRL configs would refuse to build), and
+        # several processes must meet on the CPU (gloo) rather than look for a device.
+        if not torch.cuda.is_available():
+            if self.bf16 is None:
+                self.bf16 = False
+            if not torch.backends.mps.is_available():
+                self.use_cpu = True
+        super().__post_init__()
+
+
+@dataclass
+class SAPOConfig(HarnessArguments, DPOConfig):
+    r"""Configuration of a SAPO run (Yin et al. 2024, arXiv 2405.20830).
+
+    Beyond ``DPOConfig`` and the shared model/data fields (``HarnessArguments``): the generator
+    (EMA decay, sampling, segment length), the replay buffer, and the reference model.
+    ``beta`` is DPO's beta for ``sapo_loss="dpo"`` and ORPO's lambda for ``sapo_loss="orpo"``;
+    TRL's ``loss_type`` list applies to the DPO objective, so SAPO with IPO or hinge needs no
+    extra code.
+
+    Defaults that differ from ``DPOConfig``: ``bf16`` is switched off on a machine without a
+    GPU, and ``max_length`` is 2048 as in the paper's recipes.
+    """
+
     # SAPO objective
     sapo_loss: str = field(
         default="dpo",
@@ -153,22 +204,10 @@ class SAPOConfig(DPOConfig):
         default=108,
         metadata={"help": "Copy into the reference model every this many steps (reference: a literal 108)."},
     )
-    # Parameters whose defaults differ from DPOConfig
-    max_length: int | None = field(
-        default=2048, metadata={"help": "Token budget of prompt + answer (reference recipes: 2048)."}
-    )
 
     def __post_init__(self):
-        for name, choices in (
-            ("sapo_loss", SAPO_LOSSES),
-            ("generator", GENERATORS),
-            ("ref_update", REF_UPDATES),
-            ("truncation", ("truncate", "drop")),
-            ("multi_turn", ("last", "first")),
-            ("on_bad_row", ("error", "skip")),
-        ):
-            if getattr(self, name) not in choices:
-                raise ValueError(f"{name}: expected one of {choices}, got {getattr(self, name)!r}")
+        for name, choices in (("sapo_loss", SAPO_LOSSES), ("generator", GENERATORS), ("ref_update", REF_UPDATES)):
+            check_choice(self, name, choices)
         if not 0.0 <= self.ema_decay <= 1.0:
             raise ValueError(f"ema_decay: must be in [0, 1], got {self.ema_decay}")
         for name in ("ema_update_steps", "buffer_size", "segment_max_new_tokens", "ref_update_steps"):
@@ -180,11 +219,6 @@ class SAPOConfig(DPOConfig):
             raise ValueError(f"top_k: must be >= 0 (0 disables), got {self.top_k}")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p: must be in (0, 1], got {self.top_p}")
-        if self.max_length is not None and self.max_prompt_length is not None:
-            if self.max_prompt_length >= self.max_length:
-                raise ValueError(
-                    f"max_prompt_length ({self.max_prompt_length}) must be below max_length ({self.max_length})"
-                )
         if self.use_buffer and self.buffer_size < self.per_device_train_batch_size:
             raise ValueError(
                 f"buffer_size ({self.buffer_size}) must hold at least one batch "
@@ -195,11 +229,4 @@ class SAPOConfig(DPOConfig):
             raise ValueError("precompute_ref_log_probs: not supported by SAPO, whose rejected answers are made online")
         if self.sync_ref_model:
             raise ValueError("sync_ref_model: TR-DPO's policy mixing is not SAPO's update; use ref_update instead")
-        # No GPU: bf16 mixed precision is not available (DPOConfig would refuse to build), and
-        # several processes must meet on the CPU (gloo) rather than look for a device.
-        if not torch.cuda.is_available():
-            if self.bf16 is None:
-                self.bf16 = False
-            if not torch.backends.mps.is_available():
-                self.use_cpu = True
         super().__post_init__()

@@ -93,8 +93,10 @@ def read_rows(source: str, split: str = "train") -> Iterator[tuple[str, dict]]:
     """Yield (location, row) from ``embedded``, a .jsonl/.json/.parquet file, a saved folder or a hub name."""
     if source == "embedded":
         from sapo.train.embedded_data import build_embedded_examples
+        from sapo.train.embedded_preferences import add_rejected_answers
 
-        for i, row in enumerate(build_embedded_examples()):
+        # Rows carry `messages` (the real answer) and `rejected` (for DPO/ORPO; others ignore it).
+        for i, row in enumerate(add_rejected_answers(build_embedded_examples())):
             yield f"embedded row {i}", row
         return
     path = Path(source)
@@ -313,19 +315,22 @@ def load_examples(
 
 
 def load_examples_from_config(config, tokenizer) -> tuple[list[ChatExample], DataStats]:
-    """``load_examples`` driven by an object with the config's data fields (a SAPOConfig, or the
-    ``sapo data audit`` arguments, which use the same names)."""
+    """``load_examples`` driven by an object with the config's data fields (a run config, or the
+    ``sapo data audit`` arguments, which use the same names). Paired methods (DPO, ORPO) set
+    ``rejected_field``; the others have none and read the real answer only."""
     return load_examples(
         config.dataset_name,
         tokenizer,
         split=config.dataset_split,
         field_name=config.dataset_field,
+        rejected_field=getattr(config, "rejected_field", None),
         max_length=config.max_length,
         max_prompt_length=config.max_prompt_length,
         truncation=config.truncation,
         multi_turn=config.multi_turn,
         system_prompt=config.system_prompt,
         on_bad_row=config.on_bad_row,
+        limit=getattr(config, "max_examples", None),
     )
 
 
