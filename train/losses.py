@@ -81,8 +81,9 @@ def orpo_loss(
     Args:
         chosen_mean_logps: c, the length-AVERAGED log-prob of each chosen answer's tokens, shape (batch_size,).
         rejected_mean_logps: r, the same for the rejected answers, shape (batch_size,).
-        chosen_nll: L_SFT, the mean per-token negative log-likelihood of each chosen answer (answer tokens only,
-            as in the ORPO paper), shape (batch_size,).
+        chosen_nll: L_SFT, the per-token negative log-likelihood of the chosen answers (answer tokens only, as in
+            the ORPO paper), shape (batch_size,). The trainers pass one token-mean over the whole batch, broadcast
+            (as TRL's ORPOTrainer and the SAPO reference code compute it); a per-example mean works too.
         beta: lambda in the paper, the weight of the odds-ratio term (SAPO's ORPO recipe: 0.05).
 
     Returns:

@@ -1,4 +1,9 @@
-"""A model card every trainer writes next to its final weights: method, base model, data, config."""
+"""A model card every trainer writes next to its final weights: method, base model, data, config.
+
+Every method (SFT, DPO, ORPO, SPIN, SAPO) writes the same two files, so ``sapo eval`` and
+``sapo reproduce`` read any run alike: ``README.md`` (the card) and ``sapo_config.json`` (the
+full configuration plus ``method``).
+"""
 
 from __future__ import annotations
 
@@ -45,7 +50,7 @@ def _plain(value) -> str:
 def write_model_card(folder: Path, args, method: str) -> Path:
     """Write README.md and sapo_config.json into ``folder`` (the final-policy folder)."""
     folder.mkdir(parents=True, exist_ok=True)
-    config = args.to_dict()  # TrainingArguments.to_dict() already redacts *_token fields
+    config = {"method": method, **args.to_dict()}  # TrainingArguments.to_dict() already redacts *_token fields
     (folder / "sapo_config.json").write_text(json.dumps(config, indent=1, sort_keys=True, default=str))
     embedded = getattr(args, "model_name_or_path", "") in ("embedded", "tiny") or args.dataset_name == "embedded"
     card = _CARD.format(
@@ -60,7 +65,7 @@ def write_model_card(folder: Path, args, method: str) -> Path:
         lr=args.learning_rate,
         scheduler=_plain(args.lr_scheduler_type),
         optim=_plain(args.optim),
-        beta=args.beta,
+        beta=getattr(args, "beta", "n/a"),
         seed=args.seed,
         scale_note="Embedded-scale run: a pipeline check, not comparable with the paper's numbers."
         if embedded
@@ -69,3 +74,17 @@ def write_model_card(folder: Path, args, method: str) -> Path:
     path = folder / "README.md"
     path.write_text(card)
     return path
+
+
+class ModelCardMixin:
+    """Mixed in before a TRL trainer: the final ``save_model`` also writes the model card.
+
+    ``card_method`` names the method on the card (a property where it depends on the config).
+    """
+
+    card_method = "unknown"
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        super().save_model(output_dir, _internal_call)
+        if self.accelerator.is_main_process and not _internal_call:  # checkpoints carry no card
+            write_model_card(Path(output_dir or self.args.output_dir), self.args, method=self.card_method)

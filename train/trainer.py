@@ -11,7 +11,7 @@ Per step (Yin et al. 2024, Alg. 1; reference code yinyueqin/SAPO):
 
 Overridden hooks only: ``_prepare_dataset`` (our pipeline tokenizes), ``compute_loss``,
 ``_save_checkpoint`` / ``_load_optimizer_and_scheduler`` (EMA, reference, buffer and generator
-RNG travel with every checkpoint) and ``save_model`` (model card).
+RNG travel with every checkpoint). ``ModelCardMixin`` adds the model card to the final save.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from sapo.train.config import SAPOConfig
 from sapo.train.ema import copy_weights_, ema_update_, paired_parameters
 from sapo.train.health import StuckLossCallback, check_finite
 from sapo.train.losses import orpo_loss
+from sapo.train.model_card import ModelCardMixin
 from sapo.train.segment import sample_continuations, segment_bounds, splice
 
 SAPO_STATE = "sapo_state.json"  # written last into a checkpoint: its presence marks the checkpoint complete
@@ -66,7 +67,7 @@ class SAPOCallback(TrainerCallback):
             self.ref_update_log.append(step)
 
 
-class SAPOTrainer(DPOTrainer):
+class SAPOTrainer(ModelCardMixin, DPOTrainer):
     """Self-Augmented Preference Optimization on top of ``trl.DPOTrainer``.
 
     ``train_dataset`` is a ``datasets.Dataset`` with ``prompt_ids`` and ``chosen_ids`` (answer
@@ -243,8 +244,10 @@ class SAPOTrainer(DPOTrainer):
         per_token = outputs.log_probs.float()  # (2n, T-1), zero where the label is masked
         response = completion[:, 1:].float()
         mean_logps = (per_token * response).sum(1) / response.sum(1).clamp(min=1)
+        # One token-mean over the batch's chosen answers, as the reference code and TRL's ORPOTrainer
+        # compute it (CrossEntropyLoss over the flattened batch), broadcast to every example.
         nll_mask = label_mask[:n, 1:].float()
-        chosen_nll = -(per_token[:n] * nll_mask).sum(1) / nll_mask.sum(1).clamp(min=1)
+        chosen_nll = (-(per_token[:n] * nll_mask).sum() / nll_mask.sum().clamp(min=1)).expand(n)
         losses, chosen_rewards, rejected_rewards, log_odds = orpo_loss(mean_logps[:n], mean_logps[n:], chosen_nll,
                                                                        self.args.beta)  # fmt: skip
         loss = losses.mean()
@@ -328,14 +331,9 @@ class SAPOTrainer(DPOTrainer):
             self._check_resumable(Path(resume_from_checkpoint))  # fail before any work is done
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
-        super().save_model(output_dir, _internal_call)
-        if self.accelerator.is_main_process and not _internal_call:
-            from sapo.train.model_card import write_model_card
-
-            write_model_card(
-                Path(output_dir or self.args.output_dir), self.args, method=f"SAPO-{self.args.sapo_loss.upper()}"
-            )
+    @property
+    def card_method(self) -> str:
+        return f"SAPO-{self.args.sapo_loss.upper()}"
 
 
 def _load_weights(module: torch.nn.Module, folder: Path, deepspeed: bool = False) -> None:
