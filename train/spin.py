@@ -201,6 +201,7 @@ def run_spin(config: SPINConfig, tokenizer, examples: list[ChatExample]) -> Path
 
     from sapo.models import load_causal_lm, resolve_model_path
 
+    _ = config.device  # sets up the process group as the trainers will (CPU/gloo when use_cpu)
     state = PartialState()
     dtype = torch.bfloat16 if config.bf16 else torch.float32
     opponent = resolve_model_path(config.model_name_or_path)
