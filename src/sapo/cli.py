@@ -151,7 +151,13 @@ def _add_train_command(sub) -> None:
     add_train_command(sub)
 
 
-COMMANDS = [_add_model_commands, _add_data_commands, _add_train_command]
+def _add_eval_command(sub) -> None:
+    from sapo.evaluate.cli import add_eval_command
+
+    add_eval_command(sub)
+
+
+COMMANDS = [_add_model_commands, _add_data_commands, _add_train_command, _add_eval_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

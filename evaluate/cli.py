@@ -1,0 +1,219 @@
+"""``sapo eval MODEL --suite ...``: any Hugging Face checkpoint on the paper's benchmarks, one results file.
+
+Benchmarks are a small registry: each entry says whether it needs a judge and how to run it
+(lm-eval loads the model itself; the judged ones share one loaded model for generation).
+``results.json`` (see ``results.py``) is written after every benchmark, so a crash keeps what
+finished; judgments are cached as they arrive, so a rerun judges only what is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+SUITE = ("openllm", "ifeval", "mtbench", "alpacaeval")
+JUDGED = ("mtbench", "alpacaeval")
+
+
+@dataclass(frozen=True)
+class EvalRun:
+    """What the user asked for, as the benchmark runners read it."""
+
+    model: str
+    output: Path
+    data: str
+    limit: int | None
+    device: str
+    dtype: str
+    batch_size: int
+    seed: int
+    max_new_tokens: int
+    chat_template: str | None
+
+
+def _run_openllm(run: EvalRun, loaded, judge) -> dict:
+    from sapo.evaluate.lm_eval_suite import run_openllm
+
+    return run_openllm(run.model, output_dir=run.output, limit=run.limit, batch_size=run.batch_size,
+                       device=run.device, dtype=run.dtype, data=run.data, seed=run.seed)  # fmt: skip
+
+
+def _run_ifeval(run: EvalRun, loaded, judge) -> dict:
+    from sapo.evaluate.lm_eval_suite import run_ifeval
+
+    return run_ifeval(run.model, output_dir=run.output, limit=run.limit, batch_size=run.batch_size,
+                      device=run.device, dtype=run.dtype, data=run.data, seed=run.seed)  # fmt: skip
+
+
+def _run_mtbench(run: EvalRun, loaded, judge) -> dict:
+    from sapo.evaluate.mtbench import run_mtbench
+
+    return run_mtbench(loaded, judge, run.output, data=run.data, limit=run.limit, max_new_tokens=run.max_new_tokens,
+                       batch_size=run.batch_size, seed=run.seed, fingerprint=loaded.fingerprint)  # fmt: skip
+
+
+def _run_alpacaeval(run: EvalRun, loaded, judge) -> dict:
+    from sapo.evaluate.alpacaeval import run_alpacaeval
+
+    return run_alpacaeval(loaded, judge, run.output, data=run.data, limit=run.limit,
+                          max_new_tokens=run.max_new_tokens, batch_size=run.batch_size, seed=run.seed,
+                          fingerprint=loaded.fingerprint)  # fmt: skip
+
+
+RUNNERS = {"openllm": _run_openllm, "ifeval": _run_ifeval, "mtbench": _run_mtbench, "alpacaeval": _run_alpacaeval}
+
+
+def parse_suite(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SUITE]
+    if unknown or not names:
+        raise ValueError(f"--suite: expected a comma list of {', '.join(SUITE)}; got {text!r}")
+    return names
+
+
+def default_output(model: str) -> Path:
+    return Path("results") / "eval" / (re.sub(r"[^A-Za-z0-9._-]+", "_", model.strip("/")).strip("_") or "model")
+
+
+def open_judge(args, stack: ExitStack, output: Path):
+    """The configured judge (starting the local one if asked), or None."""
+    from sapo.evaluate.judge import Judge, JudgeSettings
+
+    if args.judge == "local":
+        from sapo.evaluate.judge_server import JudgeServer, model_responder
+        from sapo.models import resolve_model_path
+
+        path = str(resolve_model_path(args.local_judge_model))
+        name = f"local-judge:{args.local_judge_model}"
+        responder = model_responder(path, device=args.device, max_tokens_cap=args.local_judge_max_tokens)
+        server = stack.enter_context(JudgeServer(responder, name))
+        settings = JudgeSettings(model=name, base_url=server.base_url, label=name,
+                                 extra={"local_judge_model": args.local_judge_model, "local": True,
+                                        "max_tokens_cap": args.local_judge_max_tokens})  # fmt: skip
+    else:
+        settings = JudgeSettings.from_env(args.judge_model, args.judge_base_url, args.judge_api_key_env,
+                                          max_retries=args.judge_max_retries, backoff_seconds=args.judge_backoff)  # fmt: skip
+        if settings is None:
+            return None
+    return Judge(settings, output / "judge_cache.jsonl")
+
+
+def evaluate(args) -> int:
+    import torch
+
+    from sapo.evaluate.judge import HOW_TO_CONFIGURE
+    from sapo.evaluate.results import model_provenance, write_results
+
+    suite = parse_suite(args.suite)
+    output = Path(args.output) if args.output else default_output(args.model)
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
+    args.device = device
+    run = EvalRun(args.model, output, args.data, args.limit, device, dtype, args.batch_size, args.seed,
+                  args.max_new_tokens, args.chat_template)  # fmt: skip
+    loaded = _load(run) if set(suite) & set(JUDGED) else None
+    from sapo.models import load_tokenizer, resolve_model_path
+
+    if loaded is not None:
+        model_info = model_provenance(run.model, loaded.path, loaded.tokenizer, run.dtype)
+    else:
+        path = str(resolve_model_path(run.model))
+        model_info = model_provenance(run.model, path, load_tokenizer(path), run.dtype)
+    run_info = {"suite": suite, "data": run.data, "limit": run.limit, "seed": run.seed, "device": run.device,
+                "dtype": run.dtype, "batch_size": run.batch_size, "max_new_tokens": run.max_new_tokens,
+                "chat_template": run.chat_template or "the tokenizer's own", "command": " ".join(sys.argv)}  # fmt: skip
+    ran = 0
+    with ExitStack() as stack:
+        judge = open_judge(args, stack, output) if set(suite) & set(JUDGED) else None
+        for name in suite:
+            if name in JUDGED and judge is None:
+                print(f"sapo eval: {name}: skipped: {HOW_TO_CONFIGURE}", file=sys.stderr)
+                entry = {"skipped": "no judge configured"}
+            else:
+                print(f"sapo eval: {name} ...", flush=True)
+                entry = RUNNERS[name](run, loaded, judge)
+                ran += 1
+            judge_info = judge.settings.describe() if judge is not None else None
+            path = write_results(output, model=model_info, run=run_info, judge=judge_info, benchmarks={name: entry})
+        if judge is not None:
+            print(f"judge: {judge.api_calls} requests sent, {len(judge.cache)} judgments cached", flush=True)
+    print(f"results: {path}")
+    print(format_summary(path))
+    return 0 if ran else 2
+
+
+def _load(run: EvalRun):
+    from sapo.evaluate.generation import load_for_eval
+
+    return load_for_eval(run.model, dtype=run.dtype, device=run.device, chat_template=run.chat_template)
+
+
+def format_summary(results_path: Path) -> str:
+    """A few lines per benchmark: its headline metrics and the data they came from."""
+    import json
+
+    body = json.loads(Path(results_path).read_text())
+    lines = []
+    for name, entry in body["benchmarks"].items():
+        if "skipped" in entry:
+            lines.append(f"  {name:<11} skipped: {entry['skipped']}")
+            continue
+        metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                            for k, v in entry.get("metrics", {}).items())  # fmt: skip
+        lines.append(f"  {name:<11} [{entry.get('data', '?')}] {metrics}")
+    return "\n".join(lines)
+
+
+def add_eval_command(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="score any Hugging Face checkpoint on Open LLM v1, IFEval, MT-Bench and AlpacaEval 2.0",
+        description="Evaluate MODEL (a hub name, a local folder, or 'embedded') on the paper's benchmarks and "
+        "write OUTPUT/results.json (one schema for all: model weights and chat-template hashes, dtype, seed, data, "
+        "judge, package versions) plus each upstream tool's own files. MT-Bench and AlpacaEval need a judge: any "
+        "OpenAI-compatible endpoint (--judge-model, --judge-base-url, key from $OPENAI_API_KEY or "
+        "--judge-api-key-env), or --judge local. Judgments are cached in OUTPUT/judge_cache.jsonl: a rerun "
+        "judges only what is missing.",
+    )
+    p.add_argument("model", help="hub name, local folder, 'embedded' or 'tiny'")
+    p.add_argument("--suite", default=",".join(SUITE), help=f"comma list of {', '.join(SUITE)} (default: all)")
+    p.add_argument("--output", help="output folder (default: results/eval/<model>)")
+    p.add_argument("--data", default="auto",
+                   help="auto (real data when reachable, else offline fixtures), real, fixtures, or a folder")  # fmt: skip
+    p.add_argument("--limit", type=int, help="first N items of each benchmark (quick looks; marked incomplete)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="default: bfloat16 on a GPU, float32 on a CPU")  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, default=1024, help="answer budget for MT-Bench and AlpacaEval")
+    p.add_argument("--chat-template", help="chatml, zephyr, llama3 or a .jinja file (default: the tokenizer's)")
+    judge = p.add_argument_group("judge (MT-Bench, AlpacaEval)")
+    judge.add_argument("--judge", choices=["api", "local"], default="api",
+                       help="api: an OpenAI-compatible endpoint (default); local: serve --local-judge-model on "
+                       "127.0.0.1 (scores labelled local-judge)")  # fmt: skip
+    judge.add_argument("--judge-model", help="judge model name (or $SAPO_JUDGE_MODEL); paper: gpt-4")
+    judge.add_argument("--judge-base-url", help="OpenAI-compatible base URL (or $SAPO_JUDGE_BASE_URL)")
+    judge.add_argument("--judge-api-key-env", help="name of the variable holding the key (default OPENAI_API_KEY)")
+    judge.add_argument("--judge-max-retries", type=int, default=6, help="retries on 429/5xx/timeouts (default 6)")
+    judge.add_argument("--judge-backoff", type=float, default=1.0,
+                       help="first retry wait in seconds, doubled each retry (default 1)")  # fmt: skip
+    judge.add_argument("--local-judge-model", default="embedded", help="model served by --judge local")
+    judge.add_argument("--local-judge-max-tokens", type=int, default=512,
+                       help="longest reply of the local judge, whatever a benchmark asks (default 512)")  # fmt: skip
+    p.set_defaults(func=_eval_command)
+
+
+def _eval_command(args: argparse.Namespace) -> int:
+    from sapo.evaluate.judge import JudgeError
+
+    try:
+        return evaluate(args)
+    except (ValueError, FileNotFoundError, JudgeError) as err:
+        # Judgments that arrived are in the judge cache: rerunning the same command resumes.
+        print(f"sapo eval: error: {err}", file=sys.stderr)
+        return 2

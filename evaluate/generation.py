@@ -1,0 +1,98 @@
+"""Answers for the judged benchmarks (MT-Bench, AlpacaEval): batched, with the model's chat template.
+
+FastChat's ``gen_model_answer`` assumes CUDA and decodes one question at a time; we render
+every conversation with the model's own chat template (the one it was trained with), sort by
+length so a batch wastes little padding, and decode a batch at once with a KV cache through
+the same ``sample_continuations`` that SAPO's generator uses. Greedy unless a temperature is
+given (MT-Bench's per-category temperatures), then sampled from a seeded generator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM and its tokenizer, with what results record about them."""
+
+    name: str  # as the user gave it
+    path: str  # the local folder it was loaded from
+    model: torch.nn.Module
+    tokenizer: object
+    dtype: str
+    device: str
+    fingerprint: str | None = None  # sha256 of the weights (results.weights_fingerprint)
+
+
+def load_for_eval(name: str, *, dtype: str = "float32", device: str = "cpu", chat_template: str | None = None):
+    """Load ``name`` (hub name, folder, ``embedded`` or ``tiny``) for generation."""
+    from sapo.models import load_causal_lm, load_tokenizer, resolve_model_path
+    from sapo.train.data import resolve_chat_template
+
+    path = str(resolve_model_path(name))
+    tokenizer = load_tokenizer(path)
+    if chat_template:
+        tokenizer.chat_template = resolve_chat_template(chat_template)
+    if tokenizer.chat_template is None:
+        raise ValueError(f"{name}: the tokenizer has no chat template; pass --chat-template (chatml, zephyr, llama3)")
+    from sapo.evaluate.results import weights_fingerprint
+
+    model = load_causal_lm(path, dtype=getattr(torch, dtype)).to(device).eval()
+    return LoadedModel(name, path, model, tokenizer, dtype, device, weights_fingerprint(path))
+
+
+def _eos_ids(loaded: LoadedModel) -> list[int]:
+    ids = loaded.model.generation_config.eos_token_id
+    ids = [ids] if isinstance(ids, int) else list(ids or [])
+    if loaded.tokenizer.eos_token_id not in ids:
+        ids.append(loaded.tokenizer.eos_token_id)
+    return ids
+
+
+def generate_chat(
+    loaded: LoadedModel,
+    conversations: list[list[dict]],
+    *,
+    max_new_tokens: int = 1024,
+    batch_size: int = 8,
+    temperatures: list[float] | None = None,
+    seed: int = 0,
+    desc: str = "generating",
+) -> list[str]:
+    """One assistant reply per conversation (each ends with a user turn), in input order.
+
+    ``temperatures``: one per conversation; 0 (or None for all) decodes greedily. Rows with
+    different temperatures never share a batch.
+    """
+    from tqdm.auto import tqdm
+
+    from sapo.train.data import bos_prefix
+    from sapo.train.segment import sample_continuations
+
+    tok = loaded.tokenizer
+    temps = temperatures or [0.0] * len(conversations)
+    prompts = []
+    for messages in conversations:
+        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        prompts.append(bos_prefix(tok, text) + tok(text, add_special_tokens=False).input_ids)
+    order = sorted(range(len(prompts)), key=lambda i: (temps[i], -len(prompts[i])))
+    generator = torch.Generator(device=loaded.device).manual_seed(seed)
+    eos = _eos_ids(loaded)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    answers: list[str | None] = [None] * len(prompts)
+    with tqdm(total=len(prompts), desc=desc) as bar:
+        start = 0
+        while start < len(order):
+            t = temps[order[start]]
+            batch = [i for i in order[start : start + batch_size] if temps[i] == t]
+            outputs = sample_continuations(loaded.model, [prompts[i] for i in batch], max_new_tokens,
+                                           pad_token_id=pad, eos_token_id=eos, temperature=t or 1.0, top_k=0,
+                                           top_p=1.0, generator=generator, do_sample=t > 0)  # fmt: skip
+            for i, ids in zip(batch, outputs, strict=True):
+                answers[i] = tok.decode([x for x in ids if x not in eos], skip_special_tokens=True).strip()
+            start += len(batch)
+            bar.update(len(batch))
+    return answers

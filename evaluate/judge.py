@@ -1,0 +1,180 @@
+"""The LLM judge: any OpenAI-compatible endpoint, with every judgment cached on disk.
+
+MT-Bench grades with a judge model and AlpacaEval compares with one; both reach it here.
+Where the judge lives (base URL), which model it is and which environment variable holds
+its key come from flags or the environment; the key itself is read at call time and never
+logged, cached or written to results.
+
+Every reply is appended to a JSONL cache as it arrives, keyed by judge model + messages +
+decoding parameters, so a killed run loses nothing and a rerun asks only what is missing.
+429s, 5xx and timeouts are retried with exponential backoff; other errors stop the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Environment variables read when no flag is given.
+ENV_BASE_URL = "SAPO_JUDGE_BASE_URL"  # falls back to OPENAI_BASE_URL
+ENV_MODEL = "SAPO_JUDGE_MODEL"
+ENV_KEY_NAME = "SAPO_JUDGE_API_KEY_ENV"  # the *name* of the variable that holds the key
+DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+
+HOW_TO_CONFIGURE = (
+    "no judge configured. Give an OpenAI-compatible endpoint with --judge-model MODEL (and --judge-base-url URL "
+    f"for a non-OpenAI server; the key is read from ${DEFAULT_KEY_ENV} or the variable named by --judge-api-key-env), "
+    f"or set {ENV_MODEL} / {ENV_BASE_URL}; or use --judge local to serve a local model on 127.0.0.1 "
+    "(scores are then labelled local-judge and are not comparable with GPT-4 judgments)."
+)
+
+
+class JudgeError(RuntimeError):
+    """The judge cannot be reached or refused a request in a way retrying will not fix."""
+
+
+@dataclass
+class JudgeSettings:
+    """Where the judge is and how to call it. Holds the *name* of the key's variable, never the key."""
+
+    model: str
+    base_url: str | None = None
+    api_key_env: str = DEFAULT_KEY_ENV
+    label: str | None = None  # how results name the judge, e.g. "local-judge:SmolLM2-135M-Instruct"
+    timeout: float = 120.0
+    max_retries: int = 6
+    backoff_seconds: float = 1.0
+    extra: dict = field(default_factory=dict)  # recorded with results (e.g. the local judge's model path)
+
+    @classmethod
+    def from_env(cls, model: str | None = None, base_url: str | None = None, api_key_env: str | None = None,
+                 **options):  # fmt: skip
+        """Settings from flags, then the environment; None when no judge model is given anywhere.
+        ``options``: other fields (timeout, max_retries, backoff_seconds)."""
+        model = model or os.environ.get(ENV_MODEL)
+        if not model:
+            return None
+        base_url = base_url or os.environ.get(ENV_BASE_URL) or os.environ.get("OPENAI_BASE_URL")
+        return cls(model=model, base_url=base_url, api_key_env=api_key_env or os.environ.get(ENV_KEY_NAME)
+                   or DEFAULT_KEY_ENV, **options)  # fmt: skip
+
+    @property
+    def name(self) -> str:
+        return self.label or self.model
+
+    def describe(self) -> dict:
+        """What results record about the judge: no key, no credentials in the URL."""
+        url = self.base_url or "https://api.openai.com/v1"
+        if "@" in url:  # user:password@host
+            scheme, rest = url.split("://", 1) if "://" in url else ("", url)
+            url = f"{scheme}://{rest.split('@', 1)[1]}" if scheme else rest.split("@", 1)[1]
+        return {"name": self.name, "model": self.model, "base_url": url, **self.extra}
+
+
+@dataclass
+class JudgeReply:
+    content: str
+    logprobs: list | None  # OpenAI's choices[0].logprobs.content as plain dicts, when asked for
+    cached: bool
+
+
+def request_key(model: str, messages: list[dict], params: dict) -> str:
+    """Cache key of one request: judge model + messages + decoding parameters."""
+    blob = json.dumps({"model": model, "messages": messages, "params": params}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class JudgmentCache:
+    """Append-only JSONL of judge replies; safe to share between threads of one process."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._entries: dict[str, dict] = {}
+        if self.path.is_file():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:  # the last line of a killed run
+                    continue
+                self._entries[entry["key"]] = entry
+            text = self.path.read_text(encoding="utf-8")
+            if text and not text.endswith("\n"):  # so the next append starts a line of its own
+                self.path.write_text(text[: text.rfind("\n") + 1], encoding="utf-8")
+
+    def get(self, key: str) -> dict | None:
+        return self._entries.get(key)
+
+    def put(self, entry: dict) -> None:
+        with self._lock:
+            self._entries[entry["key"]] = entry
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class Judge:
+    """Chat completions from the configured judge, through the cache."""
+
+    def __init__(self, settings: JudgeSettings, cache_path: Path):
+        self.settings = settings
+        self.cache = JudgmentCache(cache_path)
+        self.api_calls = 0  # requests actually sent (retries included): what a rerun must not repeat
+        self._client = None
+
+    def _openai(self):
+        if self._client is None:
+            import openai
+
+            key = os.environ.get(self.settings.api_key_env) or "no-key"  # local servers need none
+            self._client = openai.OpenAI(base_url=self.settings.base_url, api_key=key,
+                                         timeout=self.settings.timeout, max_retries=0)  # fmt: skip
+        return self._client
+
+    def chat(self, messages: list[dict], *, temperature: float = 0.0, max_tokens: int = 2048,
+             top_logprobs: int | None = None) -> JudgeReply:  # fmt: skip
+        params = {"temperature": temperature, "max_tokens": max_tokens, "top_logprobs": top_logprobs}
+        key = request_key(self.settings.model, messages, params)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return JudgeReply(hit["content"], hit.get("logprobs"), cached=True)
+        response = self._send(messages, params)
+        choice = response.choices[0]
+        logprobs = None
+        if top_logprobs and choice.logprobs is not None and choice.logprobs.content is not None:
+            logprobs = [item.model_dump() for item in choice.logprobs.content]
+        content = choice.message.content or ""
+        self.cache.put({"key": key, "model": self.settings.model, "messages": messages, "params": params,
+                        "content": content, "logprobs": logprobs, "tstamp": time.time()})  # fmt: skip
+        return JudgeReply(content, logprobs, cached=False)
+
+    def _send(self, messages: list[dict], params: dict):
+        import openai
+
+        kwargs = {"model": self.settings.model, "messages": messages, "temperature": params["temperature"],
+                  "max_tokens": params["max_tokens"]}  # fmt: skip
+        if params["top_logprobs"]:
+            kwargs.update(logprobs=True, top_logprobs=params["top_logprobs"])
+        retryable = (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError,
+                     openai.InternalServerError)  # fmt: skip
+        for attempt in range(self.settings.max_retries + 1):
+            self.api_calls += 1
+            try:
+                return self._openai().chat.completions.create(**kwargs)
+            except retryable as err:
+                if attempt == self.settings.max_retries:
+                    raise JudgeError(f"judge {self.settings.name}: gave up after {attempt + 1} tries ({err})") from err
+                time.sleep(self.settings.backoff_seconds * 2**attempt)
+            except openai.APIStatusError as err:  # 4xx other than 429: a wrong model name, a bad key...
+                raise JudgeError(f"judge {self.settings.name}: HTTP {err.status_code}: {err.message}") from err
+        raise AssertionError("unreachable")

@@ -1,0 +1,96 @@
+"""``results.json``: one schema for every benchmark, with what changes a score recorded beside it.
+
+A score depends on the model's weights, its chat template, the dtype, the seed, the data
+(real or fixture), the judge and the package versions (lm-eval versions alone move GSM8K:
+SPIN#12). Each of these is written next to the numbers, so two results files can be compared
+or refused. Judge keys never appear: ``JudgeSettings.describe`` leaves them out.
+
+Layout::
+
+    {"schema": "sapo-eval/1", "model": {...provenance...}, "run": {seed, limit, dtype, device, ...},
+     "judge": {...} | null, "packages": {...},
+     "benchmarks": {"mtbench": {"data": "mt_bench" | "fixtures", "metrics": {...}, "files": [...], ...}, ...}}
+
+Benchmarks from earlier runs on the same weights are kept, so a suite can be run in parts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+SCHEMA = "sapo-eval/1"
+PACKAGES = ("sapo-harness", "torch", "transformers", "trl", "lm_eval", "alpaca_eval", "fschat", "openai", "datasets")
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_fingerprint(path: str | Path) -> str | None:
+    """sha256 over the folder's safetensors files: the identity of the weights being scored."""
+    weights = sorted(Path(path).glob("*.safetensors"))
+    return hashlib.sha256("".join(_sha256_file(w) for w in weights).encode()).hexdigest() if weights else None
+
+
+def model_provenance(name: str, path: str, tokenizer=None, dtype: str | None = None) -> dict:
+    """Name, local folder, hub revision if known, weights hash and chat-template hash."""
+    folder = Path(path)
+    content = weights_fingerprint(folder)
+    revision = None
+    config = folder / "config.json"
+    if config.is_file():
+        revision = json.loads(config.read_text()).get("_commit_hash")
+    template = getattr(tokenizer, "chat_template", None) if tokenizer is not None else None
+    card = folder / "sapo_config.json"
+    method = json.loads(card.read_text()).get("method") if card.is_file() else None
+    return {
+        "name": name,
+        "path": str(folder),
+        "revision": revision,
+        "weights_sha256": content,
+        "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest() if template else None,
+        "dtype": dtype,
+        "trained_with": method,  # set when the folder was written by `sapo train`
+    }
+
+
+def package_versions() -> dict:
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def write_results(output_dir: Path, *, model: dict, run: dict, judge: dict | None, benchmarks: dict) -> Path:
+    """Write (merge) ``output_dir/results.json`` atomically; return its path.
+
+    Earlier benchmarks in the file are kept only if they were measured on the same weights.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / "results.json"
+    merged = {}
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old.get("model", {}).get("weights_sha256") == model.get("weights_sha256"):
+            merged = old.get("benchmarks", {})
+    merged.update(benchmarks)
+    body = {"schema": SCHEMA, "model": model, "run": run, "judge": judge, "packages": package_versions(),
+            "benchmarks": merged}  # fmt: skip
+    fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".json", dir=output_dir)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(body, handle, indent=1, ensure_ascii=False)
+    os.replace(tmp, path)
+    return path

