@@ -7,9 +7,9 @@ The questions and reference answers are original (not taken from either benchmar
 - ``MTBENCH_FIXTURES``: FastChat ``question.jsonl`` rows (``question_id``, ``category``, two
   ``turns``), one per category, so both judge prompt kinds are exercised; reference answers
   (``reference_answer/gpt-4.jsonl`` rows) for the categories judged against one.
-- ``ALPACA_FIXTURES``: AlpacaEval rows (``instruction``, ``output`` of the reference model,
-  ``generator``, ``dataset``), the format of ``alpaca_eval_gpt4_baseline.json`` and of
-  ``results/gpt4_1106_preview/model_outputs.json``.
+- ``ALPACA_FIXTURES``: AlpacaEval rows (``instruction``, ``output`` of the reference model);
+  ``alpacaeval.py`` adds ``generator`` and ``dataset`` to match the format of
+  ``alpaca_eval_gpt4_baseline.json`` and ``results/gpt4_1106_preview/model_outputs.json``.
 """
 
 from __future__ import annotations

@@ -130,6 +130,7 @@ class Judge:
         self.settings = settings
         self.cache = JudgmentCache(cache_path)
         self.api_calls = 0  # requests actually sent (retries included): what a rerun must not repeat
+        self._count_lock = threading.Lock()  # benchmarks call from several threads
         self._client = None
 
     def _openai(self):
@@ -168,7 +169,8 @@ class Judge:
         retryable = (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError,
                      openai.InternalServerError)  # fmt: skip
         for attempt in range(self.settings.max_retries + 1):
-            self.api_calls += 1
+            with self._count_lock:
+                self.api_calls += 1
             try:
                 return self._openai().chat.completions.create(**kwargs)
             except retryable as err:

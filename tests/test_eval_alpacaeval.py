@@ -1,0 +1,226 @@
+"""AlpacaEval through alpaca_eval 0.6.6 with a scripted judge on a real local HTTP server.
+
+The judge reads the prompt alpaca_eval wrote, finds which slot ("m" or "M") holds our model's
+output, and gives it a fixed probability per instruction (P_MODEL) in its top-5 logprobs. The
+weighted annotator's preference is then exactly that probability, so the win rate is known by
+hand: mean(P_MODEL) * 100.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sapo.evaluate.fixtures_chat import ALPACA_FIXTURES
+from sapo.evaluate.judge import Judge, JudgeSettings
+from sapo.evaluate.judge_server import JudgeServer, ServerError
+
+INSTRUCTIONS = [row["instruction"] for row in ALPACA_FIXTURES]
+REFERENCES = [row["output"] for row in ALPACA_FIXTURES]
+P_MODEL = [0.9, 0.8, 0.7, 0.3, 0.2, 0.6]  # the judge's probability that our model's output is better
+WIN_RATE = sum(P_MODEL) / len(P_MODEL) * 100  # 58.33...
+
+
+def _token(text: str, logprob: float) -> dict:
+    return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+
+
+def scripted_judge(messages: list[dict], params: dict) -> tuple[str, list]:
+    """A weighted_alpaca_eval_gpt4_turbo-style answer: one token, its top logprobs."""
+    assert [m["role"] for m in messages] == ["system", "user"]  # alpaca_eval's ChatML prompt, as messages
+    assert params["max_tokens"] == 1 and params["logprobs"] and params["top_logprobs"] == 5
+    user = messages[1]["content"]
+    i = next(k for k, text in enumerate(INSTRUCTIONS) if text in user)
+    shown_first = user.split('"model_identifier": "M"')[0]  # alpaca_eval shuffles which output is "m"
+    p_m = 1 - P_MODEL[i] if REFERENCES[i] in shown_first else P_MODEL[i]
+    top = sorted([_token("m", math.log(p_m)), _token("M", math.log(1 - p_m)), _token("Both", -15.0)],
+                 key=lambda t: -t["logprob"])  # fmt: skip
+    return top[0]["token"], [{**top[0], "top_logprobs": top}]
+
+
+class FailingFirst:
+    """The scripted judge behind ``failures`` HTTP errors (429s, then 500s)."""
+
+    def __init__(self, failures: int):
+        self.failures = failures
+
+    def __call__(self, messages, params):
+        if self.failures > 0:
+            self.failures -= 1
+            raise ServerError(429 if self.failures % 2 else 500, "scripted failure")
+        return scripted_judge(messages, params)
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_model_dir):
+    from sapo.evaluate.generation import load_for_eval
+
+    return load_for_eval(str(tiny_model_dir))
+
+
+def _judge(server: JudgeServer, cache: Path) -> Judge:
+    return Judge(JudgeSettings(model="scripted-judge", base_url=server.base_url, backoff_seconds=0.01), cache)
+
+
+def _run(loaded, judge, out: Path, **kwargs) -> dict:
+    from sapo.evaluate.alpacaeval import run_alpacaeval
+
+    return run_alpacaeval(loaded, judge, out, data="fixtures", max_new_tokens=8, fingerprint="tiny", **kwargs)
+
+
+def test_win_rate_matches_the_judges_rule_and_alpaca_eval_reads_our_files(loaded, tmp_path):
+    from alpaca_eval.completion_parsers import logprob_parser
+    from alpaca_eval.metrics import get_winrate
+    from alpaca_eval.utils import load_or_convert_to_dataframe
+
+    with JudgeServer(scripted_judge, "scripted-judge") as server:
+        result = _run(loaded, _judge(server, tmp_path / "judge_cache.jsonl"), tmp_path)
+        assert server.requests == len(INSTRUCTIONS)
+    metrics = result["metrics"]
+    assert metrics["win_rate"] == pytest.approx(WIN_RATE)
+    assert metrics["n_total"] == len(INSTRUCTIONS) and metrics["unparsed"] == 0
+    assert (result["data"], result["instructions"], result["complete"]) == ("fixtures", 6, False)
+    assert result["annotator"] == "weighted_alpaca_eval_gpt4_turbo" and result["judge"]["model"] == "scripted-judge"
+    # Offline there is no df_gamed.csv: LC is the minimal GLM, and never under the official name.
+    assert metrics["lc_variant"] == "lc_minimal" and "lc_minimal_winrate" in metrics
+    assert "length_controlled_winrate" not in metrics and result["lc"]["df_gamed"] is None
+
+    folder = tmp_path / "alpacaeval"
+    outputs = load_or_convert_to_dataframe(folder / "model_outputs.json")
+    assert list(outputs.columns) == ["instruction", "output", "generator", "dataset"]
+    assert list(outputs["instruction"]) == INSTRUCTIONS and set(outputs["generator"]) == {loaded.name}
+    assert metrics["avg_length"] == int(outputs["output"].str.len().mean())  # characters, as alpaca_eval reports
+    annotations = pd.read_json(folder / "annotations.json")
+    assert get_winrate(annotations)["win_rate"] == pytest.approx(WIN_RATE)
+    for row in annotations.to_dict("records"):  # the stored raw completions parse back to the preferences
+        (p_first,) = logprob_parser(row["preference_raw_completion"], "m", ["m", "M"], is_binarize=False)
+        i = INSTRUCTIONS.index(row["instruction"])
+        assert row["preference"] == pytest.approx(1 + P_MODEL[i])
+        assert p_first == pytest.approx(row["preference"]) or p_first == pytest.approx(3 - row["preference"])
+    assert "leaderboard.csv" in {p.name for p in folder.iterdir()}
+
+
+def test_judge_errors_are_retried_and_the_result_is_complete(loaded, tmp_path):
+    with JudgeServer(FailingFirst(3), "scripted-judge") as server:
+        result = _run(loaded, _judge(server, tmp_path / "judge_cache.jsonl"), tmp_path)
+        assert server.requests == len(INSTRUCTIONS) + 3  # each failure retried once, nothing else sent
+    assert result["metrics"]["win_rate"] == pytest.approx(WIN_RATE)
+    assert result["metrics"]["n_total"] == len(INSTRUCTIONS)
+
+
+def test_rerun_sends_no_request_twice(loaded, tmp_path):
+    cache = tmp_path / "judge_cache.jsonl"
+    with JudgeServer(scripted_judge, "scripted-judge") as server:
+        _run(loaded, _judge(server, cache), tmp_path, limit=3)  # a run cut short after three instructions
+        assert server.requests == 3
+        answers = json.loads((tmp_path / "alpacaeval" / "model_outputs.json").read_text())
+        full = _run(loaded, _judge(server, cache), tmp_path)
+        assert server.requests == len(INSTRUCTIONS)  # only the three missing ones were asked
+        rows = json.loads((tmp_path / "alpacaeval" / "model_outputs.json").read_text())
+        assert rows[:3] == answers  # earlier outputs are kept, not regenerated
+        for name in ("annotations.json", "leaderboard.csv"):  # results lost, judge cache kept
+            (tmp_path / "alpacaeval" / name).unlink()
+        judge = _judge(server, cache)
+        again = _run(loaded, judge, tmp_path)
+        assert server.requests == len(INSTRUCTIONS) and judge.api_calls == 0
+    assert again["metrics"] == full["metrics"]
+    assert full["metrics"]["win_rate"] == pytest.approx(WIN_RATE)
+
+
+def test_official_lc_when_df_gamed_is_beside_the_data(loaded, tmp_path):
+    from sapo.evaluate.alpacaeval import run_alpacaeval
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [{**row, "generator": "gpt4_1106_preview", "dataset": "helpful_base"} for row in ALPACA_FIXTURES]
+    (data / "model_outputs.json").write_text(json.dumps(rows))
+    _df_gamed(data / "df_gamed.csv", len(rows))
+    with JudgeServer(scripted_judge, "scripted-judge") as server:
+        result = run_alpacaeval(loaded, _judge(server, tmp_path / "judge_cache.jsonl"), tmp_path, data=str(data),
+                                max_new_tokens=8)  # fmt: skip
+    assert result["data"] == str(data / "model_outputs.json") and result["complete"] is False
+    assert result["metrics"]["win_rate"] == pytest.approx(WIN_RATE)
+    metrics = result["metrics"]
+    assert metrics["lc_variant"] == "length_controlled_v1" and "length_controlled_winrate" in metrics
+    assert result["lc"]["df_gamed"] == str(data / "df_gamed.csv")
+
+
+def _synthetic_annotations(n: int = 40, seed: int = 0) -> list[dict]:
+    """Judgments that favour the longer output, so length control has something to remove."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        len_ref, len_model = rng.integers(50, 600, size=2)
+        p_model = 1 / (1 + np.exp(-(len_model - len_ref) / 150 + 0.5)) * 0.9 + rng.uniform(0, 0.1)
+        rows.append({"instruction": f"q{i}", "output_1": "r" * len_ref, "output_2": "m" * len_model,
+                     "generator_1": "reference", "generator_2": "model", "annotator": "scripted",
+                     "preference": 1 + float(p_model)})  # fmt: skip
+    return rows
+
+
+def _df_gamed(path: Path, n: int, seed: int = 1) -> Path:
+    """A df_gamed.csv with the hub file's columns (two length-gamed baselines per instruction)."""
+    rng = np.random.default_rng(seed)
+    difficulty = rng.normal(size=n)
+    frames = [pd.DataFrame({"model": model, "index": range(n), "preference": rng.uniform(size=n),
+                            "std_delta_len": shift + rng.normal(size=n), "instruction_difficulty": difficulty,
+                            "not_gamed_baseline": False}) for model, shift in (("verbose", 1.0), ("concise", -1.0))]  # fmt: skip
+    pd.concat(frames).to_csv(path, index=False)
+    return path
+
+
+def test_lc_minimal_offline_equals_alpaca_evals_minimal_and_official_needs_df_gamed(tmp_path):
+    from unittest import mock
+
+    from alpaca_eval.metrics import glm_winrate
+
+    from sapo.evaluate.alpacaeval import lc_metric
+
+    annotations = _synthetic_annotations()
+    gamed = _df_gamed(tmp_path / "df_gamed.csv", len(annotations))
+    minimal = lc_metric(None, official=False)(annotations)
+    with mock.patch.object(glm_winrate, "hf_hub_download", lambda **_: str(gamed)):  # as if the hub answered
+        upstream = glm_winrate.get_length_controlled_winrate(annotations, glm_name="length_controlled_minimal",
+                                                             save_weights_dir=None)  # fmt: skip
+    assert minimal["lc_minimal_winrate"] == pytest.approx(upstream["length_controlled_winrate"])
+    assert minimal["lc_minimal_winrate"] != pytest.approx(minimal["win_rate"])  # length control did something
+    assert "length_controlled_winrate" not in minimal
+
+    official = lc_metric(gamed, official=True)(annotations)
+    assert official["lc_variant"] == "length_controlled_v1" and "lc_minimal_winrate" not in official
+    assert official["win_rate"] == pytest.approx(minimal["win_rate"])
+
+    unparsed = [{**row, "preference": None} for row in annotations[:4]]  # no "m"/"M" in the judge's top logprobs
+    nothing = lc_metric(None, official=False)(unparsed)
+    assert nothing["n_total"] == 0 and math.isnan(nothing["win_rate"]) and nothing["lc_variant"] is None
+
+
+def test_data_sources_and_bad_input_are_named(tmp_path, capsys):
+    from sapo.evaluate.alpacaeval import load_alpacaeval_data, write_annotator_config
+
+    auto = load_alpacaeval_data("auto")  # conftest sets HF_HUB_OFFLINE: fixtures, said out loud
+    assert auto.source == "fixtures" and len(auto.rows) == len(ALPACA_FIXTURES)
+    assert "FIXTURES" in capsys.readouterr().err
+
+    rows = [{**row, "generator": "gpt4_1106_preview", "dataset": "helpful_base"} for row in ALPACA_FIXTURES]
+    (tmp_path / "model_outputs.json").write_text(json.dumps(rows))
+    _df_gamed(tmp_path / "df_gamed.csv", len(rows))
+    given = load_alpacaeval_data(str(tmp_path))  # a folder: its model_outputs.json, df_gamed.csv beside it
+    assert given.rows == rows and given.df_gamed == tmp_path / "df_gamed.csv"
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([rows[0], {"instruction": "x"}]))
+    with pytest.raises(ValueError, match=r"bad\.json: row 1: field 'output'"):
+        load_alpacaeval_data(str(bad))
+    bad.write_text(json.dumps([rows[0], rows[0]]))
+    with pytest.raises(ValueError, match=r"row 1: field 'instruction' repeats row 0"):
+        load_alpacaeval_data(str(bad))
+
+    judge = Judge(JudgeSettings(model="m"), tmp_path / "cache.jsonl")
+    with pytest.raises(ValueError, match="alpaca_eval_gpt4_turbo_fn.*tool"):  # tools would be dropped silently
+        write_annotator_config("alpaca_eval_gpt4_turbo_fn", judge, tmp_path)
