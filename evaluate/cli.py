@@ -31,37 +31,46 @@ class EvalRun:
     dtype: str
     batch_size: int
     seed: int
-    max_new_tokens: int
+    max_new_tokens: int | None
     chat_template: str | None
+
+
+def _lm_eval_data(data: str) -> str:
+    return "hub" if data == "real" else data  # lm-eval's real data sets live on the hub
+
+
+def _budget(run: EvalRun, key: str) -> dict:
+    """``{key: --max-new-tokens}`` when given; otherwise each benchmark keeps its own default."""
+    return {key: run.max_new_tokens} if run.max_new_tokens else {}
 
 
 def _run_openllm(run: EvalRun, loaded, judge) -> dict:
     from sapo.evaluate.lm_eval_suite import run_openllm
 
     return run_openllm(run.model, output_dir=run.output, limit=run.limit, batch_size=run.batch_size,
-                       device=run.device, dtype=run.dtype, data=run.data, seed=run.seed)  # fmt: skip
+                       device=run.device, dtype=run.dtype, data=_lm_eval_data(run.data), seed=run.seed)  # fmt: skip
 
 
 def _run_ifeval(run: EvalRun, loaded, judge) -> dict:
     from sapo.evaluate.lm_eval_suite import run_ifeval
 
     return run_ifeval(run.model, output_dir=run.output, limit=run.limit, batch_size=run.batch_size,
-                      device=run.device, dtype=run.dtype, data=run.data, seed=run.seed)  # fmt: skip
+                      device=run.device, dtype=run.dtype, data=_lm_eval_data(run.data), seed=run.seed,
+                      **_budget(run, "max_gen_toks"))  # fmt: skip
 
 
 def _run_mtbench(run: EvalRun, loaded, judge) -> dict:
     from sapo.evaluate.mtbench import run_mtbench
 
-    return run_mtbench(loaded, judge, run.output, data=run.data, limit=run.limit, max_new_tokens=run.max_new_tokens,
-                       batch_size=run.batch_size, seed=run.seed, fingerprint=loaded.fingerprint)  # fmt: skip
+    return run_mtbench(loaded, judge, run.output, data=run.data, limit=run.limit, batch_size=run.batch_size,
+                       seed=run.seed, fingerprint=loaded.fingerprint, **_budget(run, "max_new_tokens"))  # fmt: skip
 
 
 def _run_alpacaeval(run: EvalRun, loaded, judge) -> dict:
     from sapo.evaluate.alpacaeval import run_alpacaeval
 
-    return run_alpacaeval(loaded, judge, run.output, data=run.data, limit=run.limit,
-                          max_new_tokens=run.max_new_tokens, batch_size=run.batch_size, seed=run.seed,
-                          fingerprint=loaded.fingerprint)  # fmt: skip
+    return run_alpacaeval(loaded, judge, run.output, data=run.data, limit=run.limit, batch_size=run.batch_size,
+                          seed=run.seed, fingerprint=loaded.fingerprint, **_budget(run, "max_new_tokens"))  # fmt: skip
 
 
 RUNNERS = {"openllm": _run_openllm, "ifeval": _run_ifeval, "mtbench": _run_mtbench, "alpacaeval": _run_alpacaeval}
@@ -124,7 +133,7 @@ def evaluate(args) -> int:
         path = str(resolve_model_path(run.model))
         model_info = model_provenance(run.model, path, load_tokenizer(path), run.dtype)
     run_info = {"suite": suite, "data": run.data, "limit": run.limit, "seed": run.seed, "device": run.device,
-                "dtype": run.dtype, "batch_size": run.batch_size, "max_new_tokens": run.max_new_tokens,
+                "dtype": run.dtype, "batch_size": run.batch_size, "max_new_tokens": run.max_new_tokens or "each benchmark's",
                 "chat_template": run.chat_template or "the tokenizer's own", "command": " ".join(sys.argv)}  # fmt: skip
     ran = 0
     with ExitStack() as stack:
@@ -190,7 +199,9 @@ def add_eval_command(sub) -> None:
                    help="default: bfloat16 on a GPU, float32 on a CPU")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-new-tokens", type=int, default=1024, help="answer budget for MT-Bench and AlpacaEval")
+    p.add_argument("--max-new-tokens", type=int,
+                   help="answer budget of the generating benchmarks (default: each one's own: IFEval 1280 as lm-eval, "
+                   "MT-Bench 1024 as FastChat, AlpacaEval 2048)")  # fmt: skip
     p.add_argument("--chat-template", help="chatml, zephyr, llama3 or a .jinja file (default: the tokenizer's)")
     judge = p.add_argument_group("judge (MT-Bench, AlpacaEval)")
     judge.add_argument("--judge", choices=["api", "local"], default="api",

