@@ -63,6 +63,54 @@ def train_embedded(session: nox.Session) -> None:
     )
 
 
+def _reproduce(session: nox.Session, name: str) -> None:
+    """Train, evaluate and render one table/figure; embedded scale unless `-- --scale paper` is given."""
+    install_project(session)
+    session.run("sapo", "reproduce", name, *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def reproduce_table1(session: nox.Session) -> None:
+    """Table 1 (Open LLM Leaderboard v1): embedded scale by default; `-- --scale paper` for the paper's."""
+    _reproduce(session, "table1")
+
+
+@nox.session(python=PYTHON, default=False)
+def reproduce_table2(session: nox.Session) -> None:
+    """Table 2 (IFEval, MT-Bench, AlpacaEval 2.0): embedded scale end to end on a CPU by default."""
+    _reproduce(session, "table2")
+
+
+@nox.session(python=PYTHON, default=False)
+def reproduce_table3(session: nox.Session) -> None:
+    """Table 3 (training-paradigm ablation: on-policy, no segment, SAPO)."""
+    _reproduce(session, "table3")
+
+
+@nox.session(python=PYTHON, default=False)
+def reproduce_table4(session: nox.Session) -> None:
+    """Table 4 (reference-model update: fixed, policy, EMA)."""
+    _reproduce(session, "table4")
+
+
+@nox.session(python=PYTHON, default=False)
+def reproduce_table5(session: nox.Session) -> None:
+    """Table 5 (segment length)."""
+    _reproduce(session, "table5")
+
+
+@nox.session(python=PYTHON, default=False)
+def reproduce_figure2(session: nox.Session) -> None:
+    """Figure 2 (benchmarks vs training epochs), PNG and PDF."""
+    _reproduce(session, "figure2")
+
+
+@nox.session(python=PYTHON, default=False)
+def reproduce_all(session: nox.Session) -> None:
+    """Every table and the figure."""
+    _reproduce(session, "all")
+
+
 @nox.session(python=PYTHON, default=False)
 def bench(session: nox.Session) -> None:
     """Speed ratios measured side by side: SAPO vs TRL DPO step, fused vs looped EMA, batched generation."""

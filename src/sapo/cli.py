@@ -157,7 +157,13 @@ def _add_eval_command(sub) -> None:
     add_eval_command(sub)
 
 
-COMMANDS = [_add_model_commands, _add_data_commands, _add_train_command, _add_eval_command]
+def _add_reproduce_command(sub) -> None:
+    from sapo.reproduce.run import add_reproduce_command
+
+    add_reproduce_command(sub)
+
+
+COMMANDS = [_add_model_commands, _add_data_commands, _add_train_command, _add_eval_command, _add_reproduce_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,247 @@
+"""``sapo reproduce TABLE``: train every row, evaluate it, render the table with the paper beside ours.
+
+For each ``RunPlan`` of the table (``table_specs.plan_runs``):
+1. train: ``sapo train RECIPE --output_dir runs/<run_id> --k v ...`` in a child process
+   (one model in memory at a time, and a crash in one row does not take the others down);
+   a finished run whose recipe hash (the recipe file's text + overrides) matches is reused;
+2. evaluate: ``sapo eval`` on the trained folder (or on the public model a row scores as is)
+   into ``results/runs/<run_id>/``, asking only for the benchmarks its results.json lacks;
+3. render: ``render_table`` / ``plot_figure`` into ``results/<scale>/``.
+
+A second run of the same command finds everything and only renders. Rows that share a run
+(Table 3's SAPO row is the SAPO-ORPO run) are trained and evaluated once.
+
+Scales: ``embedded`` runs here and now (CPU; fixture benchmarks; the embedded model as a
+local judge). ``paper`` needs GPUs, the hub and a judge; when one is missing it prints the
+exact commands (accelerate launch with ZeRO-3, then sapo eval) instead of failing late.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sapo.reproduce.table_specs import RunPlan, list_specs, load_spec, plan_runs
+
+RUNS_ROOT = Path("runs")  # trained checkpoints (large; gitignored): runs/<scale>/<model>/<method>[+overrides],
+# the recipes' own output_dir, so the LLaMA-3-8B chain finds its SFT stage where the recipes expect it
+RESULTS_ROOT = Path("results/runs")  # results.json + upstream tools' files per run (gitignored)
+RUN_STAMP = "reproduce_run.json"  # written into a run folder after training finished
+
+# How each scale evaluates. Embedded: the project's fixture sets, the embedded model as the
+# judge on 127.0.0.1, short answers (the 135M model rambles; CPU time is the budget).
+EVAL_ARGS = {
+    "embedded": [
+        "--data",
+        "fixtures",
+        "--judge",
+        "local",
+        "--max-new-tokens",
+        "64",
+        "--local-judge-max-tokens",
+        "24",
+        "--batch-size",
+        "8",
+    ],  # fmt: skip
+    "paper": ["--data", "real"],
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One child process to run: its command line and what it is for."""
+
+    what: str
+    argv: list[str]
+
+    def shell(self) -> str:
+        return shlex.join(self.argv)
+
+
+def recipe_hash(root: Path, plan: RunPlan) -> str:
+    """What decides a trained run: the recipe's text and the overrides."""
+    text = (root / plan.recipe).read_text() if plan.recipe else plan.evaluate
+    blob = json.dumps({"recipe": str(plan.recipe), "text": text, "overrides": plan.overrides}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _cli_value(value) -> list[str]:
+    if isinstance(value, bool):
+        return [str(value).lower()]
+    if isinstance(value, list | tuple):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def train_step(plan: RunPlan, root: Path, launcher: list[str]) -> Step:
+    overrides = [x for key, value in plan.overrides.items() for x in (f"--{key}", *_cli_value(value))]
+    run_dir = root / RUNS_ROOT / plan.run_id
+    if any(run_dir.glob("checkpoint-*")) or any(run_dir.glob("iteration-*")):
+        overrides += ["--resume_from_checkpoint", "true"]  # an interrupted run continues where it stopped
+    argv = [*launcher, "train", str(root / plan.recipe), "--output_dir", str(run_dir), *overrides]
+    return Step(f"train {plan.run_id}", argv)
+
+
+def eval_step(plan: RunPlan, root: Path, suites: list[str], extra: list[str]) -> Step:
+    model = plan.evaluate or str(root / RUNS_ROOT / plan.run_id)
+    argv = [sys.executable, "-m", "sapo.cli", "eval", model, "--suite", ",".join(suites), "--output",
+            str(root / RESULTS_ROOT / plan.run_id), *EVAL_ARGS[plan.scale], *extra]  # fmt: skip
+    return Step(f"evaluate {plan.run_id} on {','.join(suites)}", argv)
+
+
+def trained(plan: RunPlan, root: Path) -> bool:
+    """A finished training run made from the same recipe text and overrides."""
+    stamp = root / RUNS_ROOT / plan.run_id / RUN_STAMP
+    return stamp.is_file() and json.loads(stamp.read_text()).get("recipe_sha256") == recipe_hash(root, plan)
+
+
+def missing_suites(plan: RunPlan, root: Path, model_dir: Path | None) -> list[str]:
+    """Benchmarks this run still needs: absent from its results.json, or measured on other weights."""
+    path = root / RESULTS_ROOT / plan.run_id / "results.json"
+    if not path.is_file():
+        return list(plan.suites)
+    body = json.loads(path.read_text())
+    if model_dir is not None:
+        from sapo.evaluate.results import weights_fingerprint
+
+        if body["model"].get("weights_sha256") != weights_fingerprint(model_dir):
+            return list(plan.suites)
+    done = {name for name, entry in body["benchmarks"].items() if "skipped" not in entry}
+    return [s for s in plan.suites if s not in done]
+
+
+def _run(step: Step, log: Path) -> None:
+    """Run a child process, its output going to the terminal and to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"\n== {step.what}\n   {step.shell()}", flush=True)
+    began = time.perf_counter()
+    with log.open("w") as handle:
+        child = subprocess.Popen(step.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        for line in child.stdout:
+            handle.write(line)
+            if not line.lstrip().startswith(("{'", "Map", "Loading")) or "loss" in line:
+                sys.stdout.write(line)
+        if child.wait() != 0:
+            raise RuntimeError(f"{step.what} failed (exit {child.returncode}); log: {log}")
+    print(f"   done in {time.perf_counter() - began:.0f} s", flush=True)
+
+
+def paper_scale_blockers() -> list[str]:
+    """Why the paper scale cannot run here (empty: it can)."""
+    import torch
+
+    problems = []
+    if not torch.cuda.is_available():
+        problems.append("no CUDA GPU (the paper's runs use 8 GPUs with DeepSpeed ZeRO-3)")
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        problems.append("HF_HUB_OFFLINE=1: the paper's models and data come from the hub")
+    if not os.environ.get("SAPO_JUDGE_MODEL"):
+        problems.append("no judge: set SAPO_JUDGE_MODEL (paper: gpt-4), SAPO_JUDGE_BASE_URL and OPENAI_API_KEY")
+    return problems
+
+
+def reproduce(name: str, scale: str = "embedded", *, force: bool = False, root: Path | None = None,
+              dry_run: bool = False) -> int:  # fmt: skip
+    """Train, evaluate and render one table or figure; return an exit code."""
+    from sapo.reproduce.paper_numbers import repository_root
+
+    root = Path(root) if root else repository_root()
+    spec = load_spec(name)
+    plans = plan_runs(spec, scale, root)
+    unique = list({p.run_id: p for p in plans}.values())
+    launcher = [sys.executable, "-m", "sapo.cli"]
+    if scale == "paper":
+        launcher = ["accelerate", "launch", "--config_file", str(root / "recipes/accelerate_configs/zero3.yaml"),
+                    "-m", "sapo.cli"]  # fmt: skip
+        blockers = paper_scale_blockers()
+        if blockers or dry_run:
+            return _print_plan(name, unique, root, launcher, blockers)
+    print(f"{name} at {scale} scale: {len(plans)} rows, {len(unique)} runs", flush=True)
+    began = time.perf_counter()
+    for plan in unique:
+        model_dir = None
+        if plan.recipe is not None:
+            model_dir = root / RUNS_ROOT / plan.run_id
+            if force or not trained(plan, root):
+                _run(train_step(plan, root, launcher), root / RESULTS_ROOT / plan.run_id / "train.log")
+                stamp = {"recipe_sha256": recipe_hash(root, plan), "recipe": str(plan.recipe),
+                         "overrides": plan.overrides, "finished": time.time()}  # fmt: skip
+                (model_dir / RUN_STAMP).write_text(json.dumps(stamp, indent=1))
+            else:
+                print(f"== train {plan.run_id}: reusing the finished run", flush=True)
+        suites = list(plan.suites) if force else missing_suites(plan, root, model_dir)
+        if suites:
+            _run(eval_step(plan, root, suites, []), root / RESULTS_ROOT / plan.run_id / "eval.log")
+        else:
+            print(f"== evaluate {plan.run_id}: reusing its results", flush=True)
+    render(name, scale, plans, root)
+    print(f"\n{name}: {time.perf_counter() - began:.0f} s", flush=True)
+    return 0
+
+
+def render(name: str, scale: str, plans: list[RunPlan], root: Path) -> None:
+    from sapo.reproduce.figure import plot_figure
+    from sapo.reproduce.render import render_table
+
+    runs = {p.key: root / RESULTS_ROOT / p.run_id / "results.json" for p in plans
+            if (root / RESULTS_ROOT / p.run_id / "results.json").is_file()}  # fmt: skip
+    out_dir = root / "results" / scale
+    rendered = render_table(name, scale, runs, out_dir)
+    print("\n" + rendered.markdown)
+    written = [str(p) for p in rendered.paths.values()]
+    if load_spec(name).kind == "figure":
+        written += [str(p) for p in plot_figure(scale, runs, out_dir, name=name).paths.values()]
+    print("written: " + ", ".join(written), flush=True)
+
+
+def _print_plan(name: str, plans: list[RunPlan], root: Path, launcher: list[str], blockers: list[str]) -> int:
+    """The paper-scale commands, for a machine that has what this one lacks."""
+    if blockers:
+        print(f"{name} at paper scale cannot run here:", *[f"  - {b}" for b in blockers], sep="\n")
+    print("\nOn a machine with 8 GPUs, hub access and a judge, these commands make it (then rerun this one to "
+          "render):\n")  # fmt: skip
+    here = shlex.join([sys.executable, "-m", "sapo.cli"])
+    for plan in plans:
+        if plan.recipe is not None:
+            print(train_step(plan, root, launcher).shell())
+        print(eval_step(plan, root, list(plan.suites), []).shell().replace(here, "sapo") + "\n")
+    return 2 if blockers else 0
+
+
+def add_reproduce_command(sub) -> None:
+    import argparse
+
+    names = [*list_specs(), "all"]
+    p = sub.add_parser(
+        "reproduce",
+        help="regenerate a table or figure of the paper: train, evaluate, render with the paper's number beside ours",
+        description="Regenerate one of the paper's tables (table1..table5) or Figure 2: train every row's recipe "
+        "(or reuse a finished run with the same recipe hash), evaluate it with sapo eval (reusing stored results), "
+        "and write Markdown (printed), LaTeX and CSV with paper / ours / difference into results/<scale>/. "
+        "--scale embedded (default) runs on a CPU in minutes with the embedded model, fixture benchmarks and a local "
+        "judge: its numbers are NOT comparable with the paper's. --scale paper needs 8 GPUs, hub access and a judge "
+        "(SAPO_JUDGE_MODEL); without them it prints the exact commands.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("name", choices=names, help="which table or figure ('all' for every one)")
+    p.add_argument("--scale", choices=["embedded", "paper"], default="embedded")
+    p.add_argument("--force", action="store_true", help="retrain and re-evaluate even when finished runs exist")
+    p.add_argument("--dry-run", action="store_true", help="print the paper-scale commands and stop")
+    p.set_defaults(func=_reproduce_command)
+
+
+def _reproduce_command(args) -> int:
+    names = list_specs() if args.name == "all" else [args.name]
+    try:
+        codes = [reproduce(n, args.scale, force=args.force, dry_run=args.dry_run) for n in names]
+    except (RuntimeError, FileNotFoundError, ValueError) as err:
+        print(f"sapo reproduce: error: {err}", file=sys.stderr)
+        return 2
+    return max(codes)
