@@ -127,7 +127,11 @@ def model_responder(model_path: str, device: str = "cpu", max_tokens_cap: int | 
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).to(device).eval()
 
     def respond(messages: list[dict], params: dict) -> tuple[str, list | None]:
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        # A conversation ending with an assistant message is continued (a "prefill", as vLLM's
+        # continue_final_message): the reply is the continuation only.
+        prefill = bool(messages) and messages[-1]["role"] == "assistant"
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=not prefill,
+                                             continue_final_message=prefill)  # fmt: skip
         ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids.to(device)
         max_new = int(params.get("max_tokens") or params.get("max_completion_tokens") or 256)
         max_new = min(max_new, max_tokens_cap or max_new)

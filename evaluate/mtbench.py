@@ -148,8 +148,17 @@ def parse_rating(judgment: str) -> float:
     return float(ast.literal_eval(match.groups()[0])) if match else -1.0
 
 
+LOCAL_JUDGE_PREFILL = "Rating: [["
+
+
 def judge_answers(judge, data: MTBenchData, answers: list[dict], *, parallel: int = 4) -> list[dict]:
-    """FastChat ``model_judgment`` rows, one per (question, turn). Cached judgments are not asked again."""
+    """FastChat ``model_judgment`` rows, one per (question, turn). Cached judgments are not asked again.
+
+    A local judge (``--judge local``) gets its reply prefilled with ``Rating: [[``: a small CPU
+    model capped at a few dozen tokens never reaches the rating FastChat's prompt asks for at
+    the end of an explanation. GPT-4 and other API judges get FastChat's protocol unchanged.
+    """
+    prefill = LOCAL_JUDGE_PREFILL if judge.settings.extra.get("local") else None
     from tqdm.auto import tqdm
 
     questions = {q["question_id"]: q for q in data.questions}
@@ -158,11 +167,14 @@ def judge_answers(judge, data: MTBenchData, answers: list[dict], *, parallel: in
     def one(job):
         question, answer, turn = job
         name, system, user = build_judge_prompt(data, question, answer, turn)
-        reply = judge.chat([{"role": "system", "content": system}, {"role": "user", "content": user}],
-                           temperature=0.0, max_tokens=2048)  # fmt: skip
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        if prefill:
+            messages.append({"role": "assistant", "content": prefill})
+        reply = judge.chat(messages, temperature=0.0, max_tokens=2048)
+        judgment = (prefill or "") + reply.content
         return {"question_id": question["question_id"], "model": answer["model_id"], "judge": [judge.settings.name,
-                name], "user_prompt": user, "judgment": reply.content, "score": parse_rating(reply.content),
-                "turn": turn, "tstamp": time.time()}  # fmt: skip
+                name], "user_prompt": user, "judgment": judgment, "score": parse_rating(judgment), "turn": turn,
+                "tstamp": time.time()}  # fmt: skip
 
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         return list(tqdm(pool.map(one, jobs), total=len(jobs), desc="MT-Bench judging"))
@@ -217,7 +229,8 @@ def run_mtbench(loaded, judge, output_dir: Path, *, data: str = "auto", limit: i
         "metrics": summarize(judgments),
         "judge": judge.settings.describe(),
         "settings": {"max_new_tokens": max_new_tokens, "temperatures": "FastChat per category",
-                     "judge_temperature": 0, "judge_max_tokens": 2048, "prompts": "FastChat single-v1/single-math-v1"},
+                     "judge_temperature": 0, "judge_max_tokens": 2048, "prompts": "FastChat single-v1/single-math-v1",
+                     "judge_prefill": LOCAL_JUDGE_PREFILL if judge.settings.extra.get("local") else None},
         "files": [str(answers_path), str(judgment_path)],
     }  # fmt: skip
 

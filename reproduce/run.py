@@ -37,21 +37,8 @@ RUN_STAMP = "reproduce_run.json"  # written into a run folder after training fin
 
 # How each scale evaluates. Embedded: the project's fixture sets, the embedded model as the
 # judge on 127.0.0.1, short answers (the 135M model rambles; CPU time is the budget).
-EVAL_ARGS = {
-    "embedded": [
-        "--data",
-        "fixtures",
-        "--judge",
-        "local",
-        "--max-new-tokens",
-        "64",
-        "--local-judge-max-tokens",
-        "24",
-        "--batch-size",
-        "8",
-    ],  # fmt: skip
-    "paper": ["--data", "real"],
-}
+EMBEDDED_EVAL = "--data fixtures --judge local --max-new-tokens 48 --local-judge-max-tokens 8 --batch-size 8"
+EVAL_ARGS = {"embedded": EMBEDDED_EVAL.split(), "paper": ["--data", "real"]}
 
 
 @dataclass(frozen=True)
@@ -117,13 +104,15 @@ def missing_suites(plan: RunPlan, root: Path, model_dir: Path | None) -> list[st
     return [s for s in plan.suites if s not in done]
 
 
-def _run(step: Step, log: Path) -> None:
-    """Run a child process, its output going to the terminal and to ``log``."""
+def _run(step: Step, log: Path, cwd: Path) -> None:
+    """Run a child process in ``cwd`` (recipes name paths relative to the checkout), its output going to the
+    terminal and to ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)
     print(f"\n== {step.what}\n   {step.shell()}", flush=True)
     began = time.perf_counter()
     with log.open("w") as handle:
-        child = subprocess.Popen(step.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        child = subprocess.Popen(step.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                 cwd=cwd)  # fmt: skip
         for line in child.stdout:
             handle.write(line)
             if not line.lstrip().startswith(("{'", "Map", "Loading")) or "loss" in line:
@@ -170,7 +159,7 @@ def reproduce(name: str, scale: str = "embedded", *, force: bool = False, root: 
         if plan.recipe is not None:
             model_dir = root / RUNS_ROOT / plan.run_id
             if force or not trained(plan, root):
-                _run(train_step(plan, root, launcher), root / RESULTS_ROOT / plan.run_id / "train.log")
+                _run(train_step(plan, root, launcher), root / RESULTS_ROOT / plan.run_id / "train.log", root)
                 stamp = {"recipe_sha256": recipe_hash(root, plan), "recipe": str(plan.recipe),
                          "overrides": plan.overrides, "finished": time.time()}  # fmt: skip
                 (model_dir / RUN_STAMP).write_text(json.dumps(stamp, indent=1))
@@ -178,7 +167,7 @@ def reproduce(name: str, scale: str = "embedded", *, force: bool = False, root: 
                 print(f"== train {plan.run_id}: reusing the finished run", flush=True)
         suites = list(plan.suites) if force else missing_suites(plan, root, model_dir)
         if suites:
-            _run(eval_step(plan, root, suites, []), root / RESULTS_ROOT / plan.run_id / "eval.log")
+            _run(eval_step(plan, root, suites, []), root / RESULTS_ROOT / plan.run_id / "eval.log", root)
         else:
             print(f"== evaluate {plan.run_id}: reusing its results", flush=True)
     render(name, scale, plans, root)

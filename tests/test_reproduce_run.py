@@ -1,0 +1,94 @@
+"""`sapo reproduce` orchestration: finished runs are reused (a second run only renders), stale ones
+are not, evaluation asks only for missing benchmarks, and the paper scale prints its commands."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from sapo.evaluate.results import write_results
+from sapo.reproduce import run as reproduce_run
+from sapo.reproduce.table_specs import load_spec, plan_runs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def checkout(tmp_path):
+    """A scratch root with the project's recipes, so runs and results land in tmp_path."""
+    shutil.copytree(REPO / "recipes", tmp_path / "recipes")
+    return tmp_path
+
+
+def finish(plan, root: Path, weights: float, suites=("ifeval", "mtbench", "alpacaeval")) -> None:
+    """Lay out what a finished training run and its evaluation leave behind."""
+    run_dir = root / reproduce_run.RUNS_ROOT / plan.run_id
+    run_dir.mkdir(parents=True)
+    save_file({"w": torch.full((2,), weights)}, run_dir / "model.safetensors")
+    stamp = {"recipe_sha256": reproduce_run.recipe_hash(root, plan)}
+    (run_dir / reproduce_run.RUN_STAMP).write_text(json.dumps(stamp))
+    from sapo.evaluate.results import weights_fingerprint
+
+    metrics = {"ifeval": {"prompt_level_strict_acc": 0.25}, "mtbench": {"average": 5.5},
+               "alpacaeval": {"win_rate": 40.0, "avg_length": 120}}  # fmt: skip
+    write_results(root / reproduce_run.RESULTS_ROOT / plan.run_id,
+                  model={"name": plan.run_id, "weights_sha256": weights_fingerprint(run_dir)}, run={}, judge=None,
+                  benchmarks={s: {"data": "fixtures", "metrics": metrics[s]} for s in suites})  # fmt: skip
+
+
+def test_a_second_run_only_renders(checkout, monkeypatch):
+    plans = plan_runs(load_spec("table2"), "embedded", checkout)
+    for i, plan in enumerate(plans):
+        finish(plan, checkout, weights=float(i))
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail(f"launched {a[0]}"))
+    assert reproduce_run.reproduce("table2", "embedded", root=checkout) == 0
+    markdown = (checkout / "results/embedded/table2.md").read_text()
+    assert "NOT comparable" in markdown and "25.00" in markdown and "5.50" in markdown
+    assert {p.suffix for p in (checkout / "results/embedded").iterdir()} == {".md", ".tex", ".csv"}
+
+
+def test_changed_recipe_or_weights_are_not_reused(checkout):
+    plan = plan_runs(load_spec("table2"), "embedded", checkout)[1]
+    finish(plan, checkout, weights=1.0, suites=("mtbench",))
+    model_dir = checkout / reproduce_run.RUNS_ROOT / plan.run_id
+    assert reproduce_run.trained(plan, checkout)
+    assert reproduce_run.missing_suites(plan, checkout, model_dir) == ["ifeval", "alpacaeval"]
+    save_file({"w": torch.full((2,), 9.0)}, model_dir / "model.safetensors")  # retrained elsewhere: new weights
+    assert reproduce_run.missing_suites(plan, checkout, model_dir) == ["ifeval", "mtbench", "alpacaeval"]
+    recipe = checkout / plan.recipe
+    recipe.write_text(recipe.read_text() + "\nlearning_rate: 1.0e-7\n")
+    assert not reproduce_run.trained(plan, checkout)
+
+
+def test_ablation_rows_train_with_their_overrides_in_their_own_folder(checkout):
+    plans = {p.row: p for p in plan_runs(load_spec("table3"), "embedded", checkout)}
+    step = reproduce_run.train_step(plans["on-policy"], checkout, ["sapo"])
+    assert step.argv[:2] == ["sapo", "train"] and step.argv[2].endswith(
+        "embedded/smollm2-135m/sapo-orpo/config_cpu.yaml"
+    )
+    assert "--generator" in step.argv and step.argv[step.argv.index("--generator") + 1] == "policy"
+    assert step.argv[step.argv.index("--use_buffer") + 1] == "false"
+    out = step.argv[step.argv.index("--output_dir") + 1]
+    assert out != str(checkout / "runs/embedded/smollm2-135m/sapo-orpo")  # never overwrites the plain run
+    assert plans["sapo"].run_id == "embedded/smollm2-135m/sapo-orpo"  # shared with Table 2's SAPO-ORPO row
+
+
+def test_paper_scale_without_gpus_prints_the_commands(checkout, monkeypatch, capsys):
+    monkeypatch.setattr(reproduce_run, "paper_scale_blockers", lambda: ["no CUDA GPU"])
+    assert reproduce_run.reproduce("table2", "paper", root=checkout) == 2
+    out = capsys.readouterr().out
+    assert "no CUDA GPU" in out and "accelerate launch --config_file" in out and "zero3.yaml" in out
+    # The LLaMA-3-8B chain: the SFT run is written where the DPO recipe starts.
+    sft_out = f"{checkout}/runs/paper/llama-3-8b/sft"
+    assert f"--output_dir {sft_out}" in out
+    import yaml
+
+    dpo = yaml.safe_load((checkout / "recipes/paper/llama-3-8b/dpo/config_full.yaml").read_text())
+    assert str(checkout / dpo["model_name_or_path"]) == sft_out
+    assert "sapo eval wandb/mistral-7b-zephyr-sft" in out  # Mistral's SFT row is scored as published
