@@ -111,3 +111,21 @@ def test_local_model_judge_speaks_openai_with_logprobs(tiny_model_dir):
     greedy = model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.eos_token_id)
     assert choice.message.content == tokenizer.decode(greedy[0, ids.shape[1] :], skip_special_tokens=True)
     assert "".join(t.token for t in tokens) == choice.message.content
+
+
+def test_local_judge_continues_a_prefilled_reply(tiny_model_dir):
+    """A conversation ending with an assistant message is continued, not answered anew (MT-Bench's
+    local-judge prefill 'Rating: [[')."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    prefilled = [*MESSAGES, {"role": "assistant", "content": "Rating: [["}]
+    with JudgeServer(model_responder(str(tiny_model_dir), max_tokens_cap=4), "local") as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="none")
+        reply = client.chat.completions.create(model="local", messages=prefilled, max_tokens=4, temperature=0)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    text = tokenizer.apply_chat_template(prefilled, tokenize=False, continue_final_message=True)
+    assert text.endswith("Rating: [[")  # no end-of-turn after the prefill, no new assistant header
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    greedy = model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.eos_token_id)
+    assert reply.choices[0].message.content == tokenizer.decode(greedy[0, ids.shape[1] :], skip_special_tokens=True)
