@@ -23,22 +23,10 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+from sapo.models import weights_fingerprint
+
 SCHEMA = "sapo-eval/1"
 PACKAGES = ("sapo-harness", "torch", "transformers", "trl", "lm_eval", "alpaca_eval", "fschat", "openai", "datasets")
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def weights_fingerprint(path: str | Path) -> str | None:
-    """sha256 over the folder's safetensors files: the identity of the weights being scored."""
-    weights = sorted(Path(path).glob("*.safetensors"))
-    return hashlib.sha256("".join(_sha256_file(w) for w in weights).encode()).hexdigest() if weights else None
 
 
 def model_provenance(name: str, path: str, tokenizer=None, dtype: str | None = None) -> dict:

@@ -11,8 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from sapo.models import weights_fingerprint
 from sapo.train.segment import sample_continuations
-from sapo.train.spin import SPINConfig, _weights_fingerprint, generate_rejected
+from sapo.train.spin import SPINConfig, generate_rejected
 
 RECIPE = """\
 method: spin
@@ -80,7 +81,7 @@ def test_second_iteration_starts_from_and_is_referenced_to_the_first(spin_run):
     first, second = spin_run / "iteration-0", spin_run / "iteration-1"
     manifest = json.loads((second / "manifest.json").read_text())
     assert manifest["opponent"] == manifest["reference"] == str(first)
-    assert manifest["reference_weights_sha256"] == _weights_fingerprint(first)
+    assert manifest["reference_weights_sha256"] == weights_fingerprint(first)
     assert (manifest["learning_rate"], manifest["beta"]) == (0.02, 0.5)
     logs = [e for e in json.loads((second / "trainer_state.json").read_text())["log_history"] if "loss" in e]
     # Before its first update the policy equals the frozen reference: zero rewards, loss ln 2.

@@ -25,7 +25,6 @@ iteration-1+ configs do).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -172,20 +171,6 @@ def generate_rejected(
 # --------------------------------------------------------------------------- the iteration driver
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _weights_fingerprint(folder: Path) -> str:
-    """sha256 over the safetensors files of a saved model folder (the frozen reference's identity)."""
-    files = sorted(folder.glob("*.safetensors"))
-    return hashlib.sha256("".join(_sha256(f) for f in files).encode()).hexdigest() if files else "n/a"
-
-
 def iteration_folder(config: SPINConfig, t: int) -> Path:
     return Path(config.output_dir) / f"iteration-{t}"
 
@@ -199,7 +184,7 @@ def run_spin(config: SPINConfig, tokenizer, examples: list[ChatExample]) -> Path
     import torch
     from accelerate import PartialState
 
-    from sapo.models import load_causal_lm, resolve_model_path
+    from sapo.models import load_causal_lm, resolve_model_path, weights_fingerprint
 
     _ = config.device  # sets up the process group as the trainers will (CPU/gloo when use_cpu)
     state = PartialState()
@@ -237,7 +222,7 @@ def run_spin(config: SPINConfig, tokenizer, examples: list[ChatExample]) -> Path
         if state.is_main_process:
             tokenizer.save_pretrained(folder)
             manifest = {"iteration": t, "opponent": str(opponent), "reference": str(opponent),
-                        "reference_weights_sha256": _weights_fingerprint(Path(opponent)),
+                        "reference_weights_sha256": weights_fingerprint(Path(opponent)),
                         "learning_rate": args.learning_rate, "beta": args.beta, "pairs": len(pairs),
                         "mixed_previous_iteration": bool(config.spin_mix_previous and previous_generated),
                         "generation": settings, "global_step": trainer.state.global_step}  # fmt: skip

@@ -183,3 +183,18 @@ def load_causal_lm(name_or_path: str, dtype: torch.dtype | str = torch.float32, 
 
     path = resolve_model_path(name_or_path)
     return _load(AutoModelForCausalLM.from_pretrained, path, dtype=dtype, **kwargs)
+
+
+def weights_fingerprint(folder: str | Path) -> str | None:
+    """sha256 over a saved model folder's safetensors files: the identity of its weights (None: no weights).
+    Results record it beside every score; SPIN's manifest records its reference's."""
+    import hashlib
+
+    digests = []
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        digests.append(digest.hexdigest())
+    return hashlib.sha256("".join(digests).encode()).hexdigest() if digests else None
