@@ -92,3 +92,12 @@ def test_paper_scale_without_gpus_prints_the_commands(checkout, monkeypatch, cap
     dpo = yaml.safe_load((checkout / "recipes/paper/llama-3-8b/dpo/config_full.yaml").read_text())
     assert str(checkout / dpo["model_name_or_path"]) == sft_out
     assert "sapo eval wandb/mistral-7b-zephyr-sft" in out  # Mistral's SFT row is scored as published
+
+
+def test_finished_runs_lose_their_intermediate_checkpoints(tmp_path):
+    (tmp_path / "checkpoint-6").mkdir()
+    (tmp_path / "iteration-0" / "checkpoint-3").mkdir(parents=True)
+    (tmp_path / "model.safetensors").write_text("weights")
+    reproduce_run.drop_checkpoints(tmp_path)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["iteration-0",
+                                                                                      "model.safetensors"]  # fmt: skip
