@@ -113,6 +113,10 @@ def reproduce_all(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def bench(session: nox.Session) -> None:
-    """Speed ratios measured side by side: SAPO vs TRL DPO step, fused vs looped EMA, batched generation."""
+    """Speed ratios measured side by side: SAPO vs TRL DPO step, fused vs looped EMA, batched generation in
+    training and in evaluation, `sapo eval openllm` vs lm-eval's own entry point."""
     install_project(session)
-    session.run("python", "bench/bench_sapo.py", *session.posargs, env={"HF_HUB_OFFLINE": "1"})
+    env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    session.run("python", "bench/bench_sapo.py", *session.posargs, env=env)
+    for script in ("bench/bench_eval_generation.py", "bench/bench_eval_openllm.py"):
+        session.run("python", script, env=env)
