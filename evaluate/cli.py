@@ -118,6 +118,9 @@ def evaluate(args) -> int:
     from sapo.evaluate.results import model_provenance, write_results
 
     suite = parse_suite(args.suite)
+    if args.chat_template and {"openllm", "ifeval"} & set(suite):
+        raise ValueError("--chat-template applies to mtbench and alpacaeval only; lm-eval (openllm, ifeval) uses the "
+                         "tokenizer's own template: run those without it")  # fmt: skip
     output = Path(args.output) if args.output else default_output(args.model)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
@@ -134,7 +137,7 @@ def evaluate(args) -> int:
         model_info = model_provenance(run.model, path, load_tokenizer(path), run.dtype)
     run_info = {"suite": suite, "data": run.data, "limit": run.limit, "seed": run.seed, "device": run.device,
                 "dtype": run.dtype, "batch_size": run.batch_size, "max_new_tokens": run.max_new_tokens or "each benchmark's",
-                "chat_template": run.chat_template or "the tokenizer's own", "command": " ".join(sys.argv)}  # fmt: skip
+                "chat_template": run.chat_template or "the tokenizer's own", "command": _public_command()}  # fmt: skip
     ran = 0
     with ExitStack() as stack:
         judge = open_judge(args, stack, output) if set(suite) & set(JUDGED) else None
@@ -147,12 +150,24 @@ def evaluate(args) -> int:
                 entry = RUNNERS[name](run, loaded, judge)
                 ran += 1
             judge_info = judge.settings.describe() if judge is not None else None
+            entry = {**entry, "run": run_info}  # each benchmark keeps the settings it was measured with
             path = write_results(output, model=model_info, run=run_info, judge=judge_info, benchmarks={name: entry})
         if judge is not None:
             print(f"judge: {judge.api_calls} requests sent, {len(judge.cache)} judgments cached", flush=True)
     print(f"results: {path}")
     print(format_summary(path))
     return 0 if ran else 2
+
+
+def _public_command() -> str:
+    """The command line, with a judge URL's credentials left out."""
+    from sapo.evaluate.judge import public_url
+
+    argv = list(sys.argv)
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "--judge-base-url":
+            argv[i + 1] = public_url(argv[i + 1])
+    return " ".join(argv)
 
 
 def _load(run: EvalRun):

@@ -69,11 +69,21 @@ class JudgeSettings:
 
     def describe(self) -> dict:
         """What results record about the judge: no key, no credentials in the URL."""
-        url = self.base_url or "https://api.openai.com/v1"
-        if "@" in url:  # user:password@host
-            scheme, rest = url.split("://", 1) if "://" in url else ("", url)
-            url = f"{scheme}://{rest.split('@', 1)[1]}" if scheme else rest.split("@", 1)[1]
-        return {"name": self.name, "model": self.model, "base_url": url, **self.extra}
+        return {"name": self.name, "model": self.model, "base_url": public_url(self.base_url), **self.extra}
+
+    def identity(self) -> dict:
+        """What makes two judges the same for the cache: the model name and the local judge's settings (its
+        reply cap, the model it serves). Not the URL: a server restarted on another port is the same judge."""
+        return {"model": self.model, **self.extra}
+
+
+def public_url(url: str | None) -> str:
+    """``url`` without credentials: no user:password@ and no query string (``?api-key=...``)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url or "https://api.openai.com/v1")
+    return urlunsplit((parts.scheme, parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname
+                       else parts.netloc, parts.path, "", ""))  # fmt: skip
 
 
 @dataclass
@@ -83,9 +93,9 @@ class JudgeReply:
     cached: bool
 
 
-def request_key(model: str, messages: list[dict], params: dict) -> str:
-    """Cache key of one request: judge model + messages + decoding parameters."""
-    blob = json.dumps({"model": model, "messages": messages, "params": params}, sort_keys=True, ensure_ascii=False)
+def request_key(judge: dict | str, messages: list[dict], params: dict) -> str:
+    """Cache key of one request: the judge (``JudgeSettings.identity()`` or a model name) + messages + parameters."""
+    blob = json.dumps({"model": judge, "messages": messages, "params": params}, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -145,7 +155,7 @@ class Judge:
     def chat(self, messages: list[dict], *, temperature: float = 0.0, max_tokens: int = 2048,
              top_logprobs: int | None = None) -> JudgeReply:  # fmt: skip
         params = {"temperature": temperature, "max_tokens": max_tokens, "top_logprobs": top_logprobs}
-        key = request_key(self.settings.model, messages, params)
+        key = request_key(self.settings.identity(), messages, params)
         hit = self.cache.get(key)
         if hit is not None:
             return JudgeReply(hit["content"], hit.get("logprobs"), cached=True)

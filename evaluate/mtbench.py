@@ -20,6 +20,7 @@ project wrote in the same format, for offline pipeline checks.
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import re
 import time
@@ -213,7 +214,9 @@ def run_mtbench(loaded, judge, output_dir: Path, *, data: str = "auto", limit: i
     questions = bench.questions[:limit] if limit else bench.questions
     folder = Path(output_dir) / "mtbench"
     answers_path = folder / "model_answer" / f"{_file_id(loaded.name)}.jsonl"
-    made_with = {"weights_sha256": fingerprint, "max_new_tokens": max_new_tokens, "seed": seed}
+    template = loaded.tokenizer.chat_template or ""
+    made_with = {"weights_sha256": fingerprint, "max_new_tokens": max_new_tokens, "seed": seed, "dtype": loaded.dtype,
+                 "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest()}  # fmt: skip
     answers = _reuse_answers(answers_path, questions, made_with)
     if answers is None:
         answers = generate_answers(loaded, questions, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)

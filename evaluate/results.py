@@ -72,7 +72,8 @@ def write_results(output_dir: Path, *, model: dict, run: dict, judge: dict | Non
     merged = {}
     if path.is_file():
         old = json.loads(path.read_text())
-        if old.get("model", {}).get("weights_sha256") == model.get("weights_sha256"):
+        same = model.get("weights_sha256") is not None  # hub models without local weights: never merged
+        if same and old.get("model", {}).get("weights_sha256") == model.get("weights_sha256"):
             merged = old.get("benchmarks", {})
     merged.update(benchmarks)
     body = {"schema": SCHEMA, "model": model, "run": run, "judge": judge, "packages": package_versions(),

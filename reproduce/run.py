@@ -22,11 +22,14 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 from sapo.reproduce.table_specs import RunPlan, list_specs, load_spec, plan_runs
 
@@ -53,9 +56,15 @@ class Step:
 
 
 def recipe_hash(root: Path, plan: RunPlan) -> str:
-    """What decides a trained run: the recipe's text and the overrides."""
+    """What decides a trained run: the recipe's text, the overrides and, when the recipe starts from an
+    earlier run's folder (the LLaMA-3-8B chain starts from its SFT run), that folder's weights."""
+    from sapo.models import weights_fingerprint
+
     text = (root / plan.recipe).read_text() if plan.recipe else plan.evaluate
-    blob = json.dumps({"recipe": str(plan.recipe), "text": text, "overrides": plan.overrides}, sort_keys=True)
+    start = plan.overrides.get("model_name_or_path") or (yaml.safe_load(text) or {}).get("model_name_or_path")
+    start_weights = weights_fingerprint(root / start) if plan.recipe and start and (root / start).is_dir() else None
+    blob = json.dumps({"recipe": str(plan.recipe), "text": text, "overrides": plan.overrides,
+                       "start_weights": start_weights}, sort_keys=True)  # fmt: skip
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -139,8 +148,6 @@ def paper_scale_blockers() -> list[str]:
 def drop_checkpoints(model_dir: Path) -> None:
     """Delete a finished run's intermediate checkpoints (they exist to resume a crash; each holds the
     optimizer state, EMA and reference: ~2.5 GB for the 135M model). The final model stays."""
-    import shutil
-
     for folder in sorted(model_dir.glob("checkpoint-*")) + sorted(model_dir.glob("iteration-*/checkpoint-*")):
         shutil.rmtree(folder)
 
@@ -168,6 +175,8 @@ def reproduce(name: str, scale: str = "embedded", *, force: bool = False, root: 
         if plan.recipe is not None:
             model_dir = root / RUNS_ROOT / plan.run_id
             if force or not trained(plan, root):
+                if force or (model_dir / RUN_STAMP).is_file():  # made from another recipe: start afresh
+                    shutil.rmtree(model_dir)  # (a folder without a stamp was interrupted: it resumes)
                 _run(train_step(plan, root, launcher), root / RESULTS_ROOT / plan.run_id / "train.log", root)
                 stamp = {"recipe_sha256": recipe_hash(root, plan), "recipe": str(plan.recipe),
                          "overrides": plan.overrides, "finished": time.time()}  # fmt: skip

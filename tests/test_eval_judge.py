@@ -82,10 +82,15 @@ def test_settings_from_environment(monkeypatch):
     monkeypatch.delenv("SAPO_JUDGE_MODEL", raising=False)
     assert JudgeSettings.from_env() is None
     monkeypatch.setenv("SAPO_JUDGE_MODEL", "gpt-4-0613")
-    monkeypatch.setenv("SAPO_JUDGE_BASE_URL", "https://user:pw@judge.example/v1")
+    monkeypatch.setenv("SAPO_JUDGE_BASE_URL", "https://user:pw@judge.example:8443/v1?api-key=secret")
     found = JudgeSettings.from_env()
     assert (found.model, found.api_key_env) == ("gpt-4-0613", "OPENAI_API_KEY")
-    assert found.describe()["base_url"] == "https://judge.example/v1"  # credentials in a URL are not recorded
+    assert found.describe()["base_url"] == "https://judge.example:8443/v1"  # credentials in a URL are not recorded
+    local = JudgeSettings(model="local-judge:embedded", base_url="http://127.0.0.1:4321/v1", extra={"local": True})
+    moved = JudgeSettings(model="local-judge:embedded", base_url="http://127.0.0.1:5555/v1", extra={"local": True})
+    assert local.identity() == moved.identity()  # a local judge's port changes every run; its cache must not
+    capped = JudgeSettings(model="local-judge:embedded", extra={"local": True, "max_tokens_cap": 8})
+    assert capped.identity() != local.identity()  # a different reply cap is a different judge
 
 
 def test_local_model_judge_speaks_openai_with_logprobs(tiny_model_dir):

@@ -115,6 +115,15 @@ def test_a_rerun_skips_finished_iterations(spin_run, tiny_model_dir, monkeypatch
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 
+def test_a_rerun_with_other_settings_is_refused(spin_run, tiny_model_dir, capsys):
+    from sapo.cli import main
+
+    argv = ["train", str(spin_run.parent / "spin.yaml"), "--model_name_or_path", str(tiny_model_dir),
+            "--output_dir", str(spin_run), "--spin_learning_rates", "0.05", "0.03"]  # fmt: skip
+    assert main(argv) == 2
+    assert "iteration-1 was made with other settings" in capsys.readouterr().err
+
+
 def test_interrupted_generation_resumes_without_regenerating(tiny_model_dir, smol_tokenizer, tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM
 

@@ -25,6 +25,7 @@ iteration-1+ configs do).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -191,16 +192,29 @@ def run_spin(config: SPINConfig, tokenizer, examples: list[ChatExample]) -> Path
     dtype = torch.bfloat16 if config.bf16 else torch.float32
     opponent = resolve_model_path(config.model_name_or_path)
     previous_generated: dict[int, list[int]] | None = None
+    # Generated rows are matched to prompts by index: the prompts themselves must not have changed.
+    prompts_hash = hashlib.sha256(json.dumps([e.prompt_ids for e in examples]).encode()).hexdigest()
     for t in range(config.spin_iterations):
         folder = iteration_folder(config, t)
+        settings = {"opponent": str(opponent), "max_new_tokens": config.spin_max_new_tokens, "decoding": "greedy",
+                    "batch_size": config.spin_generation_batch_size, "max_length": config.max_length,
+                    "backend": "transformers", "prompts_sha256": prompts_hash}  # fmt: skip
         if (folder / MANIFEST).is_file():  # finished earlier: its model is the next opponent
+            done = json.loads((folder / MANIFEST).read_text())
+            now = {
+                "learning_rate": config.spin_learning_rates[t],
+                "beta": config.spin_betas[t],
+                "generation": settings,
+            }
+            if {k: done.get(k) for k in now} != now:
+                from sapo.train.cli import RecipeError
+
+                raise RecipeError(f"{folder} was made with other settings ({MANIFEST}); delete {config.output_dir} "
+                                  "to retrain, or use another output_dir")  # fmt: skip
             print(f"SPIN iteration {t}: done earlier ({folder})", flush=True)
             previous_generated, opponent = _read_generated(folder), folder
             continue
         model = load_causal_lm(str(opponent), dtype=dtype)
-        settings = {"opponent": str(opponent), "max_new_tokens": config.spin_max_new_tokens, "decoding": "greedy",
-                    "batch_size": config.spin_generation_batch_size, "max_length": config.max_length,
-                    "backend": "transformers"}  # fmt: skip
         model.to(state.device)
         generate_rejected(model, tokenizer, examples, folder, settings, rank=state.process_index,
                           world=state.num_processes)  # fmt: skip
