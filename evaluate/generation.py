@@ -44,14 +44,6 @@ def load_for_eval(name: str, *, dtype: str = "float32", device: str = "cpu", cha
     return LoadedModel(name, path, model, tokenizer, dtype, device, weights_fingerprint(path))
 
 
-def _eos_ids(loaded: LoadedModel) -> list[int]:
-    ids = loaded.model.generation_config.eos_token_id
-    ids = [ids] if isinstance(ids, int) else list(ids or [])
-    if loaded.tokenizer.eos_token_id not in ids:
-        ids.append(loaded.tokenizer.eos_token_id)
-    return ids
-
-
 def generate_chat(
     loaded: LoadedModel,
     conversations: list[list[dict]],
@@ -70,7 +62,7 @@ def generate_chat(
     from tqdm.auto import tqdm
 
     from sapo.train.data import bos_prefix
-    from sapo.train.segment import sample_continuations
+    from sapo.train.segment import sample_continuations, stop_token_ids
 
     tok = loaded.tokenizer
     temps = temperatures or [0.0] * len(conversations)
@@ -80,8 +72,7 @@ def generate_chat(
         prompts.append(bos_prefix(tok, text) + tok(text, add_special_tokens=False).input_ids)
     order = sorted(range(len(prompts)), key=lambda i: (temps[i], -len(prompts[i])))
     generator = torch.Generator(device=loaded.device).manual_seed(seed)
-    eos = _eos_ids(loaded)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    eos, pad = stop_token_ids(loaded.model, tok)
     answers: list[str | None] = [None] * len(prompts)
     with tqdm(total=len(prompts), desc=desc) as bar:
         start = 0

@@ -124,7 +124,10 @@ def model_responder(model_path: str, device: str = "cpu", max_tokens_cap: int | 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
+    from sapo.train.segment import stop_token_ids
+
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).to(device).eval()
+    stop_ids, pad_id = stop_token_ids(model, tokenizer)
 
     def respond(messages: list[dict], params: dict) -> tuple[str, list | None]:
         # A conversation ending with an assistant message is continued (a "prefill", as vLLM's
@@ -138,10 +141,9 @@ def model_responder(model_path: str, device: str = "cpu", max_tokens_cap: int | 
         with torch.inference_mode():
             out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new, do_sample=False,
                                  output_logits=True, return_dict_in_generate=True,
-                                 pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)  # fmt: skip
+                                 pad_token_id=pad_id, eos_token_id=stop_ids)  # fmt: skip
         new = out.sequences[0, ids.shape[1] :].tolist()
-        eos = {tokenizer.eos_token_id, *([model.generation_config.eos_token_id] if isinstance(
-            model.generation_config.eos_token_id, int) else (model.generation_config.eos_token_id or []))}  # fmt: skip
+        eos = set(stop_ids)
         shown = [t for t in new if t not in eos]
         answer = tokenizer.decode(shown, skip_special_tokens=True)
         if not params.get("logprobs"):

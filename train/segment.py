@@ -113,6 +113,17 @@ def _forward_kwarg_names(model: torch.nn.Module) -> tuple[str, bool]:
     return cache_name, "logits_to_keep" in params
 
 
+def stop_token_ids(model: torch.nn.Module, tokenizer) -> tuple[list[int], int]:
+    """(end-of-sequence ids, pad id) for generating with ``model``: the generation config's EOS ids plus the
+    tokenizer's (chat models end a turn with a token the base config may not list); pad falls back to EOS."""
+    ids = model.generation_config.eos_token_id
+    ids = [ids] if isinstance(ids, int) else list(ids or [])
+    if tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return ids, pad
+
+
 def sample_continuations(
     model: torch.nn.Module,
     contexts: list[list[int]],

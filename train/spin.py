@@ -132,7 +132,7 @@ def generate_rejected(
     """
     from tqdm.auto import tqdm
 
-    from sapo.train.segment import sample_continuations
+    from sapo.train.segment import sample_continuations, stop_token_ids
 
     folder.mkdir(parents=True, exist_ok=True)
     settings_path = folder / "generation.json"
@@ -145,11 +145,7 @@ def generate_rejected(
     todo.sort(key=lambda i: -len(examples[i].prompt_ids))  # similar lengths share a batch: less padding
     path = folder / ("generated.jsonl" if world == 1 else f"generated_rank{rank}.jsonl")
     _rewrite_complete_lines(path)
-    eos = model.generation_config.eos_token_id
-    eos = [eos] if isinstance(eos, int) else list(eos or [])
-    if tokenizer.eos_token_id not in eos:
-        eos.append(tokenizer.eos_token_id)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    eos, pad = stop_token_ids(model, tokenizer)
     batch_size = settings["batch_size"]
     with path.open("a", encoding="utf-8") as out, tqdm(total=len(todo), desc=f"SPIN generation {folder.name}",
                                                         disable=rank != 0) as bar:  # fmt: skip

@@ -35,7 +35,7 @@ from sapo.train.ema import copy_weights_, ema_update_, paired_parameters
 from sapo.train.health import StuckLossCallback, check_finite
 from sapo.train.losses import orpo_loss
 from sapo.train.model_card import ModelCardMixin
-from sapo.train.segment import sample_continuations, segment_bounds, splice
+from sapo.train.segment import sample_continuations, segment_bounds, splice, stop_token_ids
 
 SAPO_STATE = "sapo_state.json"  # written last into a checkpoint: its presence marks the checkpoint complete
 
@@ -103,7 +103,7 @@ class SAPOTrainer(ModelCardMixin, DPOTrainer):
         self.buffer = ReplayBuffer(args.buffer_size)
         device = self.accelerator.device
         self.sapo_generator = torch.Generator(device=device).manual_seed(args.seed + self.accelerator.process_index)
-        self._collate_pairs = DataCollatorForPreference(pad_token_id=self._pad_id())
+        self._collate_pairs = DataCollatorForPreference(pad_token_id=self._stop_ids()[1])
         self.sapo_callback = SAPOCallback(self)
         self.add_callback(self.sapo_callback)
         self.add_callback(StuckLossCallback())
@@ -133,23 +133,15 @@ class SAPOTrainer(ModelCardMixin, DPOTrainer):
             return prepare_deepspeed(model, self.accelerator)
         return self.accelerator.prepare_model(model, evaluation_mode=True)
 
-    def _pad_id(self) -> int:
-        tok = self.processing_class
-        return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-
-    def _eos_ids(self) -> list[int]:
-        ids = self.accelerator.unwrap_model(self.model).generation_config.eos_token_id
-        ids = [ids] if isinstance(ids, int) else list(ids or [])
-        if self.processing_class.eos_token_id not in ids:
-            ids.append(self.processing_class.eos_token_id)
-        return ids
+    def _stop_ids(self) -> tuple[list[int], int]:
+        return stop_token_ids(self.accelerator.unwrap_model(self.model), self.processing_class)
 
     # ------------------------------------------------------------------ the SAPO step
 
     def make_pairs(self, inputs: dict, generator: torch.Generator) -> list[BufferEntry]:
         """Regenerate a segment of each real answer with the generator model; one entry per example."""
         args: SAPOConfig = self.args
-        eos = self._eos_ids()
+        eos, pad = self._stop_ids()
         plans, contexts, budgets = [], [], []
         for prompt, answer in zip(inputs["prompt_ids"], inputs["chosen_ids"], strict=True):
             if args.segment:
@@ -170,7 +162,7 @@ class SAPOTrainer(ModelCardMixin, DPOTrainer):
                 model,
                 contexts,
                 budgets,
-                pad_token_id=self._pad_id(),
+                pad_token_id=pad,
                 eos_token_id=eos,
                 temperature=args.temperature,
                 top_k=args.top_k,
