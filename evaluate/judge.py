@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sapo.jsonl import drop_partial_last_line, read_complete_rows
+
 # Environment variables read when no flag is given.
 ENV_BASE_URL = "SAPO_JUDGE_BASE_URL"  # falls back to OPENAI_BASE_URL
 ENV_MODEL = "SAPO_JUDGE_MODEL"
@@ -106,17 +108,8 @@ class JudgmentCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._entries: dict[str, dict] = {}
-        if self.path.is_file():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:  # the last line of a killed run
-                    continue
-                self._entries[entry["key"]] = entry
-            text = self.path.read_text(encoding="utf-8")
-            if text and not text.endswith("\n"):  # so the next append starts a line of its own
-                self.path.write_text(text[: text.rfind("\n") + 1], encoding="utf-8")
+        self._entries = {entry["key"]: entry for entry in read_complete_rows(self.path)}
+        drop_partial_last_line(self.path)  # the last line of a killed run
 
     def get(self, key: str) -> dict | None:
         return self._entries.get(key)

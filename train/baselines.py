@@ -124,6 +124,17 @@ def to_sft_dataset(examples):
     )
 
 
+def paired_dpo_trainer(config, model, tokenizer, examples, trainer_cls=None):
+    """DPO (or a subclass: SPIN's iterations) with a frozen copy of ``model`` as the reference. Explicit,
+    because with ref_model=None TRL reloads it by name, which fails for 'embedded' and models built in memory;
+    copied before the trainer patches ``model.forward``."""
+    from sapo.train.data import to_dataset
+
+    trainer_cls = trainer_cls or PairedDPOTrainer
+    return trainer_cls(model=model, ref_model=copy.deepcopy(model), args=config, train_dataset=to_dataset(examples),
+                       processing_class=tokenizer)  # fmt: skip
+
+
 def build_baseline_trainer(method: str, config, model, tokenizer, examples):
     """The TRL trainer for ``method`` (sft, dpo, orpo) on the pipeline's ``examples``."""
     from sapo.train.data import to_dataset
@@ -132,10 +143,7 @@ def build_baseline_trainer(method: str, config, model, tokenizer, examples):
         return ChatSFTTrainer(model=model, args=config, train_dataset=to_sft_dataset(examples),
                               processing_class=tokenizer)  # fmt: skip
     if method == "dpo":
-        # An explicit reference: with ref_model=None TRL reloads it by name, which fails for
-        # 'embedded' and for models built in memory.
-        return PairedDPOTrainer(model=model, ref_model=copy.deepcopy(model), args=config,
-                                train_dataset=to_dataset(examples), processing_class=tokenizer)  # fmt: skip
+        return paired_dpo_trainer(config, model, tokenizer, examples)
     if method == "orpo":
         return PairedORPOTrainer(model=model, args=config, train_dataset=to_dataset(examples),
                                  processing_class=tokenizer)  # fmt: skip

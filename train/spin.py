@@ -34,7 +34,8 @@ from pathlib import Path
 
 from trl import DPOConfig
 
-from sapo.train.baselines import PairedDPOTrainer
+from sapo.jsonl import drop_partial_last_line, read_complete_rows
+from sapo.train.baselines import PairedDPOTrainer, paired_dpo_trainer
 from sapo.train.config import HarnessArguments
 from sapo.train.data import ChatExample
 
@@ -102,23 +103,8 @@ class SPINIterationTrainer(PairedDPOTrainer):
 def _read_generated(folder: Path) -> dict[int, list[int]]:
     """Rows already generated in ``folder`` (all ranks' files), by example index. A line cut
     short by a crash is ignored (and later overwritten)."""
-    done: dict[int, list[int]] = {}
-    for path in sorted(folder.glob("generated*.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            done[row["index"]] = row["rejected_ids"]
-    return done
-
-
-def _rewrite_complete_lines(path: Path) -> None:
-    """Drop a partial last line left by a crash, so appended rows start on a line of their own."""
-    if path.is_file():
-        text = path.read_text(encoding="utf-8")
-        if text and not text.endswith("\n"):
-            path.write_text(text[: text.rfind("\n") + 1], encoding="utf-8")
+    return {row["index"]: row["rejected_ids"] for path in sorted(folder.glob("generated*.jsonl"))
+            for row in read_complete_rows(path)}  # fmt: skip
 
 
 def generate_rejected(
@@ -144,7 +130,7 @@ def generate_rejected(
     todo = [i for i in range(len(examples)) if i not in done and i % world == rank]
     todo.sort(key=lambda i: -len(examples[i].prompt_ids))  # similar lengths share a batch: less padding
     path = folder / ("generated.jsonl" if world == 1 else f"generated_rank{rank}.jsonl")
-    _rewrite_complete_lines(path)
+    drop_partial_last_line(path)  # this rank's own file only
     eos, pad = stop_token_ids(model, tokenizer)
     batch_size = settings["batch_size"]
     with path.open("a", encoding="utf-8") as out, tqdm(total=len(todo), desc=f"SPIN generation {folder.name}",
@@ -247,13 +233,8 @@ def run_spin(config: SPINConfig, tokenizer, examples: list[ChatExample]) -> Path
 
 
 def _iteration_trainer(args: SPINConfig, model, tokenizer, pairs: list[ChatExample]) -> SPINIterationTrainer:
-    import copy
-
-    from sapo.train.data import to_dataset
-
-    reference = copy.deepcopy(model)  # the opponent, frozen; copied before TRL patches forward
-    return SPINIterationTrainer(model=model, ref_model=reference, args=args, train_dataset=to_dataset(pairs),
-                                processing_class=tokenizer)  # fmt: skip
+    """DPO against the opponent, frozen as the reference (``model`` is the opponent too)."""
+    return paired_dpo_trainer(args, model, tokenizer, pairs, trainer_cls=SPINIterationTrainer)
 
 
 def _last_checkpoint(folder: Path) -> str | None:
