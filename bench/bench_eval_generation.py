@@ -16,12 +16,14 @@ import time
 
 import torch
 
-from sapo.evaluate.fixtures_chat import ALPACA_FIXTURES, MTBENCH_FIXTURES
+from sapo.evaluate.alpacaeval import load_alpacaeval_data
 from sapo.evaluate.generation import generate_chat, load_for_eval
+from sapo.evaluate.mtbench import load_mtbench_data
 
 
 def prompts(n: int) -> list[list[dict]]:
-    texts = [row["instruction"] for row in ALPACA_FIXTURES] + [q["turns"][0] for q in MTBENCH_FIXTURES]
+    texts = [row["instruction"] for row in load_alpacaeval_data("fixtures").rows]
+    texts += [q["turns"][0] for q in load_mtbench_data("fixtures").questions]
     return [[{"role": "user", "content": texts[i % len(texts)]}] for i in range(n)]
 
 

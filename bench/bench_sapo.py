@@ -19,11 +19,11 @@ import torch
 from transformers import AutoModelForCausalLM
 from trl import DPOConfig, DPOTrainer
 
+from sapo.generation import sample_continuations
 from sapo.models import load_tokenizer, resolve_model_path
 from sapo.train.config import SAPOConfig
 from sapo.train.data import load_examples, to_dataset
 from sapo.train.ema import ema_update_, paired_parameters
-from sapo.train.segment import sample_continuations
 from sapo.train.trainer import SAPOTrainer
 
 

@@ -20,13 +20,14 @@ Answers: greedy, the model's own chat template, the instruction as the only user
 ``max_new_tokens`` (AlpacaEval leaves decoding to each model's config; 2048 is what most of
 its configs use). Data: the 805 instructions with GPT-4 Turbo outputs (CC BY-NC 4.0: never
 shipped, never written into the repo) from the hub, a JSON file in the format of the GitHub
-repo's ``results/gpt4_1106_preview/model_outputs.json``, or ``fixtures`` (six rows of ours).
+repo's ``results/gpt4_1106_preview/model_outputs.json``, or ``fixtures`` (six rows of ours, a file in
+the eval set's format: ``fixtures/alpaca_eval/``).
 
 LC: alpaca_eval fits its GLM with ``df_gamed.csv``, a hub-only file it downloads at run time.
 With that file (the ``df_gamed`` argument, beside the data file, or the hub) we report the
 official ``length_controlled_v1``; without it ``length_controlled_minimal``, whose formula uses
 no column of that file, as ``lc_minimal_*``: never under the official name (13.0 vs 10.4 on
-one model's judgments, see DESIGN.md).
+one model's real judgments).
 """
 
 from __future__ import annotations
@@ -36,19 +37,25 @@ import io
 import json
 import logging
 import math
-import os
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
+from sapo.errors import DataError, RecipeError
+from sapo.files import atomic_write_json, hub_offline
+from sapo.log import get_logger
+
+logger = get_logger(__name__)
+
 HUB_REPO = "tatsu-lab/alpaca_eval"  # a dataset repo on the Hugging Face hub
 HUB_EVAL_SET = "alpaca_eval_gpt4_baseline.json"  # 805 instructions + GPT-4 Turbo outputs
 DF_GAMED = "df_gamed.csv"  # what alpaca_eval's LC GLM is fitted with
 FULL_SET = 805
 LC_MIN_ROWS = 5  # alpaca_eval fits LC with 5-fold GroupKFold: one group per instruction
+# resolve(): in the strict editable install the module is a symlink into the source tree.
+FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures" / "alpaca_eval"  # holds HUB_EVAL_SET's format
 # completions_kwargs our Judge honours; anything else (tools, logit biases...) would be silently dropped.
 JUDGE_KWARGS = {"model_name", "max_tokens", "temperature", "logprobs", "top_logprobs", "requires_chatml", "is_chat",
                 "price_per_token", "client_kwargs", "num_procs"}  # fmt: skip
@@ -59,11 +66,6 @@ class AlpacaEvalData:
     rows: list[dict]  # {instruction, output (the reference's), generator, dataset}, in the eval set's order
     source: str  # "alpaca_eval_gpt4_baseline" (hub), "fixtures", or the file read
     df_gamed: Path | None  # the official LC file, when found with the data
-
-
-def _offline() -> bool:
-    return any(os.environ.get(v, "").lower() not in ("", "0", "false", "no", "off")
-               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))  # fmt: skip
 
 
 def _from_hub(filename: str) -> Path:
@@ -77,38 +79,34 @@ def read_reference_file(path: Path) -> list[dict]:
     try:
         rows = json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
+        raise DataError(f"{path}: not valid JSON ({err})") from err
     if not isinstance(rows, list) or not rows:
-        raise ValueError(f"{path}: expected a non-empty JSON list of {{instruction, output, generator, dataset}}")
+        raise DataError(f"{path}: expected a non-empty JSON list of {{instruction, output, generator, dataset}}")
     seen: dict[str, int] = {}
     for i, row in enumerate(rows):
         for name in ("instruction", "output"):
             if not isinstance(row, dict) or not isinstance(row.get(name), str):
-                raise ValueError(f"{path}: row {i}: field '{name}' is missing or not a string")
+                raise DataError(f"{path}: row {i}: field '{name}' is missing or not a string")
         if row["instruction"] in seen:  # alpaca_eval pairs outputs by instruction: duplicates would cross-pair
-            raise ValueError(f"{path}: row {i}: field 'instruction' repeats row {seen[row['instruction']]}")
+            raise DataError(f"{path}: row {i}: field 'instruction' repeats row {seen[row['instruction']]}")
         seen[row["instruction"]] = i
     return [{"generator": "reference", "dataset": "unknown", **row} for row in rows]
 
 
 def load_alpacaeval_data(data: str = "auto") -> AlpacaEvalData:
     """``auto``: the hub when reachable, else fixtures; ``hub``/``real``: the hub (its cache when offline);
-    ``fixtures``: ours; a JSON file, or a folder holding ``alpaca_eval_gpt4_baseline.json``, ``model_outputs.json``
-    or the GitHub repo's ``results/`` (a ``df_gamed.csv`` beside the file gives the official LC)."""
-    if data == "fixtures":
-        from sapo.evaluate.fixtures_chat import ALPACA_FIXTURES
-
-        rows = [{"generator": "fixtures-reference", "dataset": "fixtures", **row} for row in ALPACA_FIXTURES]
-        return AlpacaEvalData(rows, "fixtures", None)
+    a JSON file, or a folder holding ``alpaca_eval_gpt4_baseline.json``, ``model_outputs.json`` or the GitHub
+    repo's ``results/`` (a ``df_gamed.csv`` beside the file gives the official LC); ``fixtures``: ours, such a
+    folder."""
     if data in ("auto", "hub", "real"):
-        if data == "auto" and _offline():
+        if data == "auto" and hub_offline():
             return _fallback("HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set")
         try:
             path = _from_hub(HUB_EVAL_SET)
         except Exception as err:  # unreachable hub, missing cache, no such file: all mean "not here"
             if data == "auto":
                 return _fallback(f"{type(err).__name__}: {err}")
-            raise FileNotFoundError(f"AlpacaEval 2.0 set: {HUB_REPO}/{HUB_EVAL_SET} is not reachable ({err}); "
+            raise DataError(f"AlpacaEval 2.0 set: {HUB_REPO}/{HUB_EVAL_SET} is not reachable ({err}); "
                                     "pass the JSON file (results/gpt4_1106_preview/model_outputs.json of the "
                                     "tatsu-lab/alpaca_eval GitHub repo) or --data fixtures") from err  # fmt: skip
         try:
@@ -116,23 +114,25 @@ def load_alpacaeval_data(data: str = "auto") -> AlpacaEvalData:
         except Exception:
             df_gamed = None
         return AlpacaEvalData(read_reference_file(path), HUB_EVAL_SET.removesuffix(".json"), df_gamed)
-    path = Path(data)
+    # The fixtures are read like any folder, only labelled apart so their scores are never mistaken.
+    path = FIXTURES_DIR if data == "fixtures" else Path(data)
     if path.is_dir():
         names = (HUB_EVAL_SET, "model_outputs.json", "results/gpt4_1106_preview/model_outputs.json")
         found = [path / name for name in names if (path / name).is_file()]
         if not found:
-            raise FileNotFoundError(f"{data}: none of {', '.join(names)} in this folder")
+            raise DataError(f"{data}: none of {', '.join(names)} in this folder")
         path = found[0]
     if not path.is_file():
-        raise FileNotFoundError(f"{data}: not a file, a folder, or one of auto, hub, fixtures")
+        raise DataError(f"{data}: not a file, a folder, or one of auto, hub, fixtures")
     beside = path.parent / DF_GAMED
-    return AlpacaEvalData(read_reference_file(path), str(path), beside if beside.is_file() else None)
+    source = "fixtures" if data == "fixtures" else str(path)
+    return AlpacaEvalData(read_reference_file(path), source, beside if beside.is_file() else None)
 
 
 def _fallback(why: str) -> AlpacaEvalData:
-    print(f"AlpacaEval: the hub's eval set is out of reach ({why}); scoring the project's FIXTURES instead. "
-          "This is a pipeline check, not AlpacaEval 2.0: pass the eval set's JSON file for real scores.",
-          file=sys.stderr, flush=True)  # fmt: skip
+    logger.warning(f"AlpacaEval: the hub's eval set is out of reach ({why}); scoring the project's FIXTURES "
+                   "instead. This is a pipeline check, not AlpacaEval 2.0: pass the eval set's JSON file for real "
+                   "scores.")  # fmt: skip
     return load_alpacaeval_data("fixtures")
 
 
@@ -154,16 +154,15 @@ def generate_outputs(loaded, rows: list[dict], path: Path, made_with: dict, *, m
                                 max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
                                 desc=f"AlpacaEval answers {start + len(part)}/{len(todo)}")  # fmt: skip
         done.update(zip(part, answers, strict=True))
-        _write_outputs(path, loaded.name, [r for r in rows if r["instruction"] in done], done, made_with)
-    return _write_outputs(path, loaded.name, rows, done, made_with)  # this run's set, in its order
+        _write_outputs(path, loaded.model_id, [r for r in rows if r["instruction"] in done], done, made_with)
+    return _write_outputs(path, loaded.model_id, rows, done, made_with)  # this run's set, in its order
 
 
 def _write_outputs(path: Path, generator: str, rows: list[dict], done: dict, made_with: dict) -> list[dict]:
     outputs = [{"instruction": r["instruction"], "output": done[r["instruction"]], "generator": generator,
                 "dataset": r["dataset"]} for r in rows]  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(outputs, indent=2, ensure_ascii=False), encoding="utf-8")
-    path.with_suffix(".meta.json").write_text(json.dumps(made_with, indent=2))
+    atomic_write_json(path, outputs, indent=2)  # a kill mid-write leaves the previous chunk's file whole
+    atomic_write_json(path.with_suffix(".meta.json"), made_with, indent=2)
     return outputs
 
 
@@ -201,16 +200,16 @@ def write_annotator_config(annotator: str, judge, folder: Path) -> Path:
     source = Path(annotator) if Path(annotator).exists() else Path(constants.EVALUATORS_CONFIG_DIR) / annotator
     source = source / "configs.yaml" if source.is_dir() else source
     if not source.is_file():
-        raise FileNotFoundError(f"annotator {annotator!r}: no such alpaca_eval evaluator config ({source})")
+        raise DataError(f"annotator {annotator!r}: no such alpaca_eval evaluator config ({source})")
     configs = yaml.safe_load(source.read_text())
     for name, config in configs.items():
         where = f"{source}: {name}"
         if config.get("fn_completions", "openai_completions") != "openai_completions":
-            raise ValueError(f"{where}: fn_completions {config['fn_completions']!r}: only OpenAI-style annotators "
+            raise RecipeError(f"{where}: fn_completions {config['fn_completions']!r}: only OpenAI-style annotators "
                              "can be routed through the judge")  # fmt: skip
         unsupported = sorted(set(config.get("completions_kwargs", {})) - JUDGE_KWARGS)
         if unsupported or config.get("batch_size", 1) != 1:
-            raise ValueError(f"{where}: completions_kwargs {unsupported} / batch_size {config.get('batch_size')}: "
+            raise RecipeError(f"{where}: completions_kwargs {unsupported} / batch_size {config.get('batch_size')}: "
                              "our judge client sends one chat prompt with temperature, max_tokens and "
                              "top_logprobs only")  # fmt: skip
         config.pop("fn_completions", None)
@@ -325,7 +324,7 @@ def run_alpacaeval(loaded, judge, output_dir: Path, *, data: str = "auto", limit
     folder = Path(output_dir) / "alpacaeval"
     outputs_path = folder / "model_outputs.json"
     template = getattr(loaded.tokenizer, "chat_template", None) or ""
-    made_with = {"model": loaded.name, "path": str(loaded.path), "weights_sha256": fingerprint,
+    made_with = {"model": loaded.model_id, "path": str(loaded.path), "weights_sha256": fingerprint,
                  "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest(), "dtype": loaded.dtype,
                  "decoding": "greedy", "max_new_tokens": max_new_tokens}  # fmt: skip
     outputs = generate_outputs(loaded, rows, outputs_path, made_with, max_new_tokens=max_new_tokens,
@@ -341,11 +340,11 @@ def run_alpacaeval(loaded, judge, output_dir: Path, *, data: str = "auto", limit
 
     leaderboard, _ = evaluate(
         model_outputs=pd.DataFrame(outputs), reference_outputs=pd.DataFrame(rows), annotators_config=str(config),
-        name=loaded.name, output_path=folder, precomputed_leaderboard=None, is_cache_leaderboard=False,
+        name=loaded.model_id, output_path=folder, precomputed_leaderboard=None, is_cache_leaderboard=False,
         is_return_instead_of_print=True, fn_metric=lc_metric(gamed, official), sort_by="win_rate",
         caching_path=None, fn_completions=judge_completions(judge, parallel),
     )  # fmt: skip
-    scores = {key: _plain(value) for key, value in leaderboard.loc[loaded.name].items() if key != "mode"}
+    scores = {key: _plain(value) for key, value in leaderboard.loc[loaded.model_id].items() if key != "mode"}
     scores["unparsed"] = len(rows) - int(scores["n_total"])  # no preference parsed: dropped by alpaca_eval
     variant = scores.get("lc_variant")
     notes = {None: f"not computed: fewer than {LC_MIN_ROWS} judged instructions",

@@ -9,11 +9,17 @@ finished; judgments are cached as they arrive, so a rerun judges only what is mi
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+
+from sapo.argtypes import non_negative_float, non_negative_int, positive_int
+from sapo.errors import RecipeError
+from sapo.files import safe_name
+from sapo.log import get_logger
+
+logger = get_logger(__name__)
 
 SUITE = ("openllm", "ifeval", "mtbench", "alpacaeval")
 JUDGED = ("mtbench", "alpacaeval")
@@ -80,12 +86,12 @@ def parse_suite(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in SUITE]
     if unknown or not names:
-        raise ValueError(f"--suite: expected a comma list of {', '.join(SUITE)}; got {text!r}")
+        raise RecipeError(f"--suite: expected a comma list of {', '.join(SUITE)}; got {text!r}")
     return names
 
 
 def default_output(model: str) -> Path:
-    return Path("results") / "eval" / (re.sub(r"[^A-Za-z0-9._-]+", "_", model.strip("/")).strip("_") or "model")
+    return Path("results") / "eval" / safe_name(model)
 
 
 def open_judge(args, stack: ExitStack, output: Path):
@@ -111,7 +117,7 @@ def open_judge(args, stack: ExitStack, output: Path):
     return Judge(settings, output / "judge_cache.jsonl")
 
 
-def evaluate(args) -> int:
+def evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from sapo.evaluate.judge import HOW_TO_CONFIGURE
@@ -119,7 +125,7 @@ def evaluate(args) -> int:
 
     suite = parse_suite(args.suite)
     if args.chat_template and {"openllm", "ifeval"} & set(suite):
-        raise ValueError("--chat-template applies to mtbench and alpacaeval only; lm-eval (openllm, ifeval) uses the "
+        raise RecipeError("--chat-template applies to mtbench and alpacaeval only; lm-eval (openllm, ifeval) uses the "
                          "tokenizer's own template: run those without it")  # fmt: skip
     output = Path(args.output) if args.output else default_output(args.model)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -143,17 +149,17 @@ def evaluate(args) -> int:
         judge = open_judge(args, stack, output) if set(suite) & set(JUDGED) else None
         for name in suite:
             if name in JUDGED and judge is None:
-                print(f"sapo eval: {name}: skipped: {HOW_TO_CONFIGURE}", file=sys.stderr)
+                logger.warning(f"sapo eval: {name}: skipped: {HOW_TO_CONFIGURE}")
                 entry = {"skipped": "no judge configured"}
             else:
-                print(f"sapo eval: {name} ...", flush=True)
+                logger.info(f"sapo eval: {name} ...")
                 entry = RUNNERS[name](run, loaded, judge)
                 ran += 1
             judge_info = judge.settings.describe() if judge is not None else None
             entry = {**entry, "run": run_info}  # each benchmark keeps the settings it was measured with
             path = write_results(output, model=model_info, run=run_info, judge=judge_info, benchmarks={name: entry})
         if judge is not None:
-            print(f"judge: {judge.api_calls} requests sent, {len(judge.cache)} judgments cached", flush=True)
+            logger.info(f"judge: {judge.api_calls} requests sent, {len(judge.cache)} judgments cached")
     print(f"results: {path}")
     print(format_summary(path))
     return 0 if ran else 2
@@ -164,9 +170,11 @@ def _public_command() -> str:
     from sapo.evaluate.judge import public_url
 
     argv = list(sys.argv)
-    for i, arg in enumerate(argv[:-1]):
-        if arg == "--judge-base-url":
+    for i, arg in enumerate(argv):
+        if arg == "--judge-base-url" and i + 1 < len(argv):
             argv[i + 1] = public_url(argv[i + 1])
+        elif arg.startswith("--judge-base-url="):
+            argv[i] = "--judge-base-url=" + public_url(arg.split("=", 1)[1])
     return " ".join(argv)
 
 
@@ -208,13 +216,15 @@ def add_eval_command(sub) -> None:
     p.add_argument("--output", help="output folder (default: results/eval/<model>)")
     p.add_argument("--data", default="auto",
                    help="auto (real data when reachable, else offline fixtures), real, fixtures, or a folder")  # fmt: skip
-    p.add_argument("--limit", type=int, help="first N items of each benchmark (quick looks; marked incomplete)")
+    p.add_argument(
+        "--limit", type=positive_int, help="first N items of each benchmark (quick looks; marked incomplete)"
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="default: bfloat16 on a GPU, float32 on a CPU")  # fmt: skip
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-new-tokens", type=int,
+    p.add_argument("--batch-size", type=positive_int, default=8, help="prompts per batch (default 8)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of sampling and of lm-eval (default 0)")
+    p.add_argument("--max-new-tokens", type=positive_int,
                    help="answer budget of the generating benchmarks (default: each one's own: IFEval 1280 as lm-eval, "
                    "MT-Bench 1024 as FastChat, AlpacaEval 2048)")  # fmt: skip
     p.add_argument("--chat-template", help="chatml, zephyr, llama3 or a .jinja file (default: the tokenizer's)")
@@ -225,21 +235,14 @@ def add_eval_command(sub) -> None:
     judge.add_argument("--judge-model", help="judge model name (or $SAPO_JUDGE_MODEL); paper: gpt-4")
     judge.add_argument("--judge-base-url", help="OpenAI-compatible base URL (or $SAPO_JUDGE_BASE_URL)")
     judge.add_argument("--judge-api-key-env", help="name of the variable holding the key (default OPENAI_API_KEY)")
-    judge.add_argument("--judge-max-retries", type=int, default=6, help="retries on 429/5xx/timeouts (default 6)")
-    judge.add_argument("--judge-backoff", type=float, default=1.0,
+    judge.add_argument(
+        "--judge-max-retries", type=non_negative_int, default=6, help="retries on 429/5xx/timeouts (default 6)"
+    )
+    judge.add_argument("--judge-backoff", type=non_negative_float, default=1.0,
                        help="first retry wait in seconds, doubled each retry (default 1)")  # fmt: skip
     judge.add_argument("--local-judge-model", default="embedded", help="model served by --judge local")
-    judge.add_argument("--local-judge-max-tokens", type=int, default=512,
+    judge.add_argument("--local-judge-max-tokens", type=positive_int, default=512,
                        help="longest reply of the local judge, whatever a benchmark asks (default 512)")  # fmt: skip
-    p.set_defaults(func=_eval_command)
-
-
-def _eval_command(args: argparse.Namespace) -> int:
-    from sapo.evaluate.judge import JudgeError
-
-    try:
-        return evaluate(args)
-    except (ValueError, FileNotFoundError, JudgeError) as err:
-        # Judgments that arrived are in the judge cache: rerunning the same command resumes.
-        print(f"sapo eval: error: {err}", file=sys.stderr)
-        return 2
+    # A SapoError reaches `sapo`'s main (exit 2, one message); judgments that arrived are in the judge cache,
+    # so rerunning the same command resumes.
+    p.set_defaults(func=evaluate)

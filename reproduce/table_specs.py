@@ -17,12 +17,13 @@ orchestration trains and evaluates, and the key under which ``render_table`` exp
 
 from __future__ import annotations
 
-import re
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 
 import yaml
 
+from sapo.errors import RecipeError
+from sapo.files import safe_name
 from sapo.reproduce.paper_numbers import repository_root
 
 TABLES_DIR = Path(__file__).resolve().parent / "tables"  # resolve(): strict editable installs link this file
@@ -213,18 +214,18 @@ def plan_runs(spec: TableSpec, scale: str, root: Path | None = None) -> list[Run
     """One RunPlan per (model, row). ``root``: the checkout whose recipes are read to name runs (an override equal
     to the recipe's own value does not change the run, so it is left out of ``run_id``); default: the one found."""
     if scale not in SCALES:
-        raise ValueError(f"scale: expected one of {', '.join(SCALES)}, got {scale!r}")
+        raise RecipeError(f"scale: expected one of {', '.join(SCALES)}, got {scale!r}")
     root = repository_root() if root is None else Path(root)
     plans = []
     for model in spec.models_at(scale):
         for row in spec.rows:
             settings = resolve_row(row, scale, model)
             if settings["evaluate"] is not None:
-                name, recipe, changed = re.sub(r"[^A-Za-z0-9._-]+", "_", settings["evaluate"]), None, {}
+                name, recipe, changed = safe_name(settings["evaluate"]), None, {}
             else:
                 name, recipe = settings["recipe"], recipe_path(scale, model, settings["recipe"])
                 if not (root / recipe).is_file():
-                    raise FileNotFoundError(f"{spec.name}: row {row.key} at {scale}/{model}: no recipe {recipe}")
+                    raise RecipeError(f"{spec.name}: row {row.key} at {scale}/{model}: no recipe {recipe}")
                 own = yaml.safe_load((root / recipe).read_text())
                 changed = {k: v for k, v in settings["overrides"].items() if own.get(k, object()) != v}
             suffix = ",".join(f"{k}={_format_value(v)}" for k, v in sorted(changed.items()))

@@ -16,7 +16,7 @@ def styled_tokenizer(base, style: str):
     """
     from tokenizers import processors
 
-    from sapo.train.data import resolve_chat_template
+    from sapo.chat import resolve_chat_template
 
     tok = copy.deepcopy(base)
     if style == "zephyr":

@@ -41,3 +41,31 @@ def test_write_embedded_then_audit(tmp_path, tiny_model_dir):
 
 def test_model_generate_answers(tiny_model_dir, capsys):
     assert main(["model", "generate", str(tiny_model_dir), "hi", "--max-new-tokens", "3"]) == 0
+
+
+def test_recipe_with_bad_yaml_exits_2_naming_file_and_line(capsys, tmp_path):
+    recipe = tmp_path / "broken.yaml"
+    recipe.write_text("method: sapo\nbeta: [0.1\nema_decay: 0.5\n")
+    assert main(["train", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert f"{recipe}: not valid YAML" in err and "line" in err and "Traceback" not in err
+
+
+def test_out_of_range_flags_stop_at_parse_time(capsys):
+    for argv in (["eval", "embedded", "--batch-size", "0"], ["eval", "embedded", "--judge-backoff", "-1"],
+                 ["data", "audit", "embedded", "--log-level", "loud"]):  # fmt: skip
+        try:
+            main(argv)
+        except SystemExit as stop:  # argparse: usage, the flag named, exit code 2, before any model is loaded
+            assert stop.code == 2
+        else:
+            raise AssertionError(f"{argv} was accepted")
+        err = capsys.readouterr().err
+        assert argv[-2] in err and "Traceback" not in err
+
+
+def test_log_level_after_the_recipe_is_ours_not_a_config_override(capsys, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("method: sapo\nbeta: -1\n")  # rejected by the config, after --log-level was taken out
+    assert main(["train", str(recipe), "--log-level", "warning"]) == 2
+    assert "beta" in capsys.readouterr().err

@@ -8,17 +8,9 @@ import json
 import pytest
 from helpers import styled_tokenizer
 
-from sapo.train.data import (
-    DataError,
-    DataStats,
-    bos_prefix,
-    conversation_from_row,
-    fit_length,
-    load_examples,
-    render_conversation,
-    resolve_chat_template,
-    tokenize_pair,
-)
+from sapo.chat import bos_prefix, render_conversation, resolve_chat_template, tokenize_pair
+from sapo.errors import DataError, RecipeError
+from sapo.train.data import DataStats, conversation_from_row, fit_length, load_examples
 
 TWO_TURNS = [
     {"role": "user", "content": "What is 2 + 3?"},
@@ -158,12 +150,13 @@ def test_bad_rows_name_file_line_and_field(tmp_path, smol_tokenizer, row, match)
     assert f"{path} line 3" in str(info.value)
 
 
-def test_bad_rows_can_be_skipped_and_counted(tmp_path, smol_tokenizer):
+def test_bad_rows_can_be_skipped_and_counted(tmp_path, smol_tokenizer, caplog):
     good = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
     bad = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "  "}]}
     path = _write_jsonl(tmp_path / "mixed.jsonl", [good, bad, good])
-    with pytest.warns(UserWarning, match="skipped 1 bad rows"):
+    with caplog.at_level("WARNING", logger="sapo"):
         examples, stats = load_examples(str(path), smol_tokenizer, on_bad_row="skip")
+    assert "skipped 1 bad rows" in caplog.text
     assert len(examples) == 2 and stats.bad_rows_skipped == 1
     assert "line 2" in stats.skipped_locations[0]
 
@@ -233,5 +226,5 @@ def test_embedded_dataset_tokenizes_to_the_templated_conversation(smol_tokenizer
 
 
 def test_unknown_chat_template_lists_the_shipped_ones():
-    with pytest.raises(ValueError, match=r"chat_template: 'nope'.*chatml"):
+    with pytest.raises(RecipeError, match=r"chat_template: 'nope'.*chatml"):
         resolve_chat_template("nope")

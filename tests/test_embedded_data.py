@@ -6,6 +6,7 @@ not from the generator's internals.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
@@ -15,12 +16,19 @@ from fractions import Fraction
 
 import pytest
 
-from sapo.train import embedded_data
+from sapo.train import embedded_data, embedded_numbers
+from sapo.train.embedded_common import load_tables
 from sapo.train.embedded_data import (
     EMBEDDED_DATASET_NAME,
+    EMBEDDED_RELEASE_FILE,
     FAMILY_NAMES,
     build_embedded_examples,
+    build_embedded_release,
+    embedded_release_bytes,
+    embedded_release_path,
+    read_embedded_release,
     write_embedded_dataset,
+    write_embedded_release,
 )
 
 SEEDS = (0, 1, 7)
@@ -224,7 +232,7 @@ def test_weekday_arithmetic(examples):
 
 def test_weekday_arithmetic_known_value():
     # Tuesday + 10 days = Friday, computed by hand
-    ans, end = embedded_data._weekday_answer(1, 10, 1)
+    ans, end = embedded_numbers._weekday_answer(1, 10, 1)
     assert ans.endswith("Friday.") and WEEKDAYS[end] == "Friday"
 
 
@@ -355,3 +363,61 @@ def test_write_replaces_atomically(tmp_path, monkeypatch):
         write_embedded_dataset(path, n=50)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["data.jsonl"]
+
+
+# ----------------------------------------------------------------------------- the shipped release
+
+# sha256 of train/embedded/sapo-embedded-instructions-v1.jsonl. Never edit it alone: see _REGENERATE.
+RELEASE_SHA256 = "41b6890f7aeb9d27c5e269779315acdae1042165e6e1365f1aae88d0bff10126"
+_REGENERATE = (
+    "A released data set never changes under the same name. If the change is on purpose: bump the version in "
+    "EMBEDDED_DATASET_NAME (sapo.train.embedded_data; the file name follows it), regenerate from the repository root "
+    'with `python -c "from sapo.train.embedded_data import EMBEDDED_RELEASE_FILE, write_embedded_release; '
+    "write_embedded_release('train/embedded/' + EMBEDDED_RELEASE_FILE)\"`, delete the old file, reinstall "
+    "(pip install --no-deps -e . --config-settings editable_mode=strict) and pin the new sha256 in RELEASE_SHA256. "
+    "If not, undo the change to the generator, train/embedded/tables.json or the shipped file."
+)
+
+
+def test_shipped_release_is_pinned():
+    shipped = embedded_release_path().read_bytes()
+    assert embedded_release_path().name == EMBEDDED_RELEASE_FILE == f"{EMBEDDED_DATASET_NAME}.jsonl"
+    assert hashlib.sha256(shipped).hexdigest() == RELEASE_SHA256, "the shipped release file changed. " + _REGENERATE
+
+
+def test_regenerating_the_release_gives_the_shipped_bytes(tmp_path):
+    out = write_embedded_release(tmp_path / EMBEDDED_RELEASE_FILE)
+    regenerated = out.read_bytes()
+    assert regenerated == embedded_release_bytes(), "write_embedded_release must write embedded_release_bytes()"
+    assert regenerated == embedded_release_path().read_bytes(), "the generator's output changed. " + _REGENERATE
+    assert sorted(p.name for p in tmp_path.iterdir()) == [EMBEDDED_RELEASE_FILE]  # no temp file left
+
+
+def test_release_format():
+    text = embedded_release_path().read_text(encoding="utf-8")
+    lines = text.split("\n")
+    assert lines[-1] == "" and all(lines[:-1])  # one object a line, trailing newline, no blank line
+    rows = [json.loads(line) for line in lines[:-1]]
+    assert rows == build_embedded_release() and len(rows) == 400
+    for row in rows:
+        assert list(row) == ["source", "messages", "rejected"]
+        assert all(list(m) == ["role", "content"] for m in row["messages"] + row["rejected"])
+    assert "×" in text and "\\u" not in text  # ensure_ascii=False
+
+
+def test_read_rows_embedded_reads_the_shipped_release():
+    from sapo.train.data import read_rows
+
+    rows = list(read_rows("embedded"))
+    assert rows == [(f"embedded row {i}", row) for i, row in enumerate(read_embedded_release())]
+    assert [row for _, row in rows] == build_embedded_release()
+
+
+def test_tables_load_once_as_tuples():
+    tables = load_tables()
+    assert load_tables() is tables  # cached
+    assert isinstance(tables["capitals"], tuple) and all(isinstance(row, tuple) for row in tables["capitals"])
+    assert isinstance(tables["tips"]["saving money"], tuple) and isinstance(tables["glossary"]["ancient"], tuple)
+    assert tables["elements"][0] == ("hydrogen", "H", 1)
+    assert list(tables["weekdays"]) == WEEKDAYS and list(tables["planets"]) == PLANETS
+    assert list(tables["ordinals"]) == ORDINALS

@@ -16,10 +16,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sapo.evaluate.fixtures_chat import ALPACA_FIXTURES
+from sapo.errors import DataError, RecipeError
+from sapo.evaluate.alpacaeval import FIXTURES_DIR, HUB_EVAL_SET
 from sapo.evaluate.judge import Judge, JudgeSettings
 from sapo.evaluate.judge_server import JudgeServer, ServerError
 
+# The shipped fixture eval set, read as plain JSON rather than through the loader under test.
+ALPACA_FIXTURES = json.loads((FIXTURES_DIR / HUB_EVAL_SET).read_text(encoding="utf-8"))
 INSTRUCTIONS = [row["instruction"] for row in ALPACA_FIXTURES]
 REFERENCES = [row["output"] for row in ALPACA_FIXTURES]
 P_MODEL = [0.9, 0.8, 0.7, 0.3, 0.2, 0.6]  # the judge's probability that our model's output is better
@@ -93,7 +96,7 @@ def test_win_rate_matches_the_judges_rule_and_alpaca_eval_reads_our_files(loaded
     folder = tmp_path / "alpacaeval"
     outputs = load_or_convert_to_dataframe(folder / "model_outputs.json")
     assert list(outputs.columns) == ["instruction", "output", "generator", "dataset"]
-    assert list(outputs["instruction"]) == INSTRUCTIONS and set(outputs["generator"]) == {loaded.name}
+    assert list(outputs["instruction"]) == INSTRUCTIONS and set(outputs["generator"]) == {loaded.model_id} == {"tiny"}
     assert metrics["avg_length"] == int(outputs["output"].str.len().mean())  # characters, as alpaca_eval reports
     annotations = pd.read_json(folder / "annotations.json")
     assert get_winrate(annotations)["win_rate"] == pytest.approx(WIN_RATE)
@@ -200,12 +203,25 @@ def test_lc_minimal_offline_equals_alpaca_evals_minimal_and_official_needs_df_ga
     assert nothing["n_total"] == 0 and math.isnan(nothing["win_rate"]) and nothing["lc_variant"] is None
 
 
-def test_data_sources_and_bad_input_are_named(tmp_path, capsys):
+def test_fixture_file_has_the_eval_set_format():
+    """alpaca_eval_gpt4_baseline.json's rows: four strings each, instructions unique (outputs are paired by them)."""
+    assert sorted(p.name for p in FIXTURES_DIR.iterdir()) == [HUB_EVAL_SET]
+    assert isinstance(ALPACA_FIXTURES, list) and len(ALPACA_FIXTURES) == 6
+    for row in ALPACA_FIXTURES:
+        assert list(row) == ["instruction", "output", "generator", "dataset"], row
+        assert all(isinstance(value, str) and value for value in row.values()), row
+        assert (row["generator"], row["dataset"]) == ("fixtures-reference", "fixtures")
+    assert len({row["instruction"] for row in ALPACA_FIXTURES}) == len(ALPACA_FIXTURES)
+
+
+def test_data_sources_and_bad_input_are_named(tmp_path, caplog):
     from sapo.evaluate.alpacaeval import load_alpacaeval_data, write_annotator_config
 
-    auto = load_alpacaeval_data("auto")  # conftest sets HF_HUB_OFFLINE: fixtures, said out loud
+    with caplog.at_level("WARNING", logger="sapo"):
+        auto = load_alpacaeval_data("auto")  # conftest sets HF_HUB_OFFLINE: fixtures, said out loud
     assert auto.source == "fixtures" and len(auto.rows) == len(ALPACA_FIXTURES)
-    assert "FIXTURES" in capsys.readouterr().err
+    assert "FIXTURES" in caplog.text
+    assert auto.rows == ALPACA_FIXTURES and auto.df_gamed is None  # the file as is, in its order; never official LC
 
     rows = [{**row, "generator": "gpt4_1106_preview", "dataset": "helpful_base"} for row in ALPACA_FIXTURES]
     (tmp_path / "model_outputs.json").write_text(json.dumps(rows))
@@ -215,12 +231,12 @@ def test_data_sources_and_bad_input_are_named(tmp_path, capsys):
 
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([rows[0], {"instruction": "x"}]))
-    with pytest.raises(ValueError, match=r"bad\.json: row 1: field 'output'"):
+    with pytest.raises(DataError, match=r"bad\.json: row 1: field 'output'"):
         load_alpacaeval_data(str(bad))
     bad.write_text(json.dumps([rows[0], rows[0]]))
-    with pytest.raises(ValueError, match=r"row 1: field 'instruction' repeats row 0"):
+    with pytest.raises(DataError, match=r"row 1: field 'instruction' repeats row 0"):
         load_alpacaeval_data(str(bad))
 
     judge = Judge(JudgeSettings(model="m"), tmp_path / "cache.jsonl")
-    with pytest.raises(ValueError, match="alpaca_eval_gpt4_turbo_fn.*tool"):  # tools would be dropped silently
+    with pytest.raises(RecipeError, match="alpaca_eval_gpt4_turbo_fn.*tool"):  # tools would be dropped silently
         write_annotator_config("alpaca_eval_gpt4_turbo_fn", judge, tmp_path)

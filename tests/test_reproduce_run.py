@@ -85,12 +85,13 @@ def test_paper_scale_without_gpus_prints_the_commands(checkout, monkeypatch, cap
     out = capsys.readouterr().out
     assert "no CUDA GPU" in out and "accelerate launch --config_file" in out and "zero3.yaml" in out
     # The LLaMA-3-8B chain: the SFT run is written where the DPO recipe starts.
-    sft_out = f"{checkout}/runs/paper/llama-3-8b/sft"
-    assert f"--output_dir {sft_out}" in out
+    # Paths are relative to the checkout, where the commands are run: no machine's folders in them.
+    sft_out = "runs/paper/llama-3-8b/sft"
+    assert f"--output_dir {sft_out}\n" in out and f"{checkout}/runs" not in out and f"cd {checkout}" in out
     import yaml
 
     dpo = yaml.safe_load((checkout / "recipes/paper/llama-3-8b/dpo/config_full.yaml").read_text())
-    assert str(checkout / dpo["model_name_or_path"]) == sft_out
+    assert dpo["model_name_or_path"] == sft_out
     assert "sapo eval wandb/mistral-7b-zephyr-sft" in out  # Mistral's SFT row is scored as published
 
 

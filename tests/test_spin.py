@@ -11,8 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from sapo.errors import RecipeError
+from sapo.generation import sample_continuations
 from sapo.models import weights_fingerprint
-from sapo.train.segment import sample_continuations
 from sapo.train.spin import SPINConfig, generate_rejected
 
 RECIPE = """\
@@ -140,7 +141,7 @@ def test_interrupted_generation_resumes_without_regenerating(tiny_model_dir, smo
             raise KeyboardInterrupt("killed mid-generation")
         return sample_continuations(model, contexts, *args, **kwargs)
 
-    monkeypatch.setattr("sapo.train.segment.sample_continuations", crash_on_second_batch)
+    monkeypatch.setattr("sapo.generation.sample_continuations", crash_on_second_batch)
     with pytest.raises(KeyboardInterrupt):
         generate_rejected(model, smol_tokenizer, examples, tmp_path, settings)
     first = generated_rows(tmp_path)
@@ -149,7 +150,7 @@ def test_interrupted_generation_resumes_without_regenerating(tiny_model_dir, smo
         handle.write('{"index": 99, "rejected_ids": [1, 2')  # a line cut short by the crash
 
     asked.clear()
-    monkeypatch.setattr("sapo.train.segment.sample_continuations", lambda m, c, *a, **k: asked.append(c) or
+    monkeypatch.setattr("sapo.generation.sample_continuations", lambda m, c, *a, **k: asked.append(c) or
                         sample_continuations(m, c, *a, **k))  # fmt: skip
     assert generate_rejected(model, smol_tokenizer, examples, tmp_path, settings) == 4
     resumed_prompts = [p for batch in asked for p in batch]
@@ -158,7 +159,7 @@ def test_interrupted_generation_resumes_without_regenerating(tiny_model_dir, smo
     rows = generated_rows(tmp_path)
     assert sorted(rows) == list(range(7)) and all(rows[i] == first[i] for i in first)
     assert generate_rejected(model, smol_tokenizer, examples, tmp_path, settings) == 0  # nothing left
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(RecipeError, match="other settings"):
         generate_rejected(model, smol_tokenizer, examples, tmp_path, {**settings, "max_new_tokens": 9})
 
 

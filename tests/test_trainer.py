@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 from trl import DPOTrainer
 
+from sapo.errors import CheckpointError
 from sapo.train.config import SAPOConfig
 from sapo.train.data import load_examples, to_dataset
 
@@ -344,7 +345,7 @@ def test_resume_refuses_an_incomplete_checkpoint(dpo_run, tiny_model_dir, datase
     broken = shutil.copytree(out_a / "checkpoint-2", tmp_path / "checkpoint-2")
     (broken / "sapo_state.json").unlink()
     trainer = make_trainer(tiny_model_dir, tiny_config(tmp_path / "out"), dataset, tokenizer)
-    with pytest.raises(ValueError, match="incomplete"):
+    with pytest.raises(CheckpointError, match="incomplete"):
         trainer.train(resume_from_checkpoint=str(broken))
 
 

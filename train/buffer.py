@@ -8,12 +8,13 @@ through an explicit torch.Generator, so a run that saves the buffer and the gene
 import json
 import math
 import os
-import tempfile
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 
 import torch
+
+from sapo.files import write_jsonl
 
 __all__ = ["BufferEntry", "ReplayBuffer", "mean_age"]
 
@@ -83,20 +84,8 @@ class ReplayBuffer:
         self.entries = deque((BufferEntry(**e) for e in state["entries"]), maxlen=self.capacity)
 
     def save_jsonl(self, path: str | os.PathLike) -> None:
-        """One JSON object per entry, oldest first; written to a temp file beside `path`, then renamed over it, so
-        a crash mid-save leaves the previous file intact."""
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".buffer-", suffix=".jsonl.tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                for entry in self.entries:
-                    f.write(json.dumps(asdict(entry)) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        """One JSON object per entry, oldest first, written atomically: a crash mid-save leaves the previous file."""
+        write_jsonl(path, [asdict(entry) for entry in self.entries])
 
     @classmethod
     def load_jsonl(cls, path: str | os.PathLike, capacity: int) -> "ReplayBuffer":

@@ -14,6 +14,11 @@ from pathlib import Path
 
 import yaml
 
+from sapo.errors import RecipeError
+from sapo.log import get_logger
+from sapo.models import MODEL_HELP
+
+logger = get_logger(__name__)
 METHODS = ("sapo", "sft", "dpo", "orpo", "spin")
 
 
@@ -33,17 +38,16 @@ def config_class(method: str):
     return classes[method]
 
 
-class RecipeError(ValueError):
-    """A recipe or override that does not make a valid configuration."""
-
-
 def parse_recipe(path: str | Path, overrides: list[str]):
     """Read a recipe YAML plus ``--field value`` overrides into (method, its config)."""
     from trl import TrlParser
 
     if not Path(path).is_file():
         raise RecipeError(f"{path}: no such recipe file")
-    values = yaml.safe_load(Path(path).read_text()) or {}
+    try:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as err:  # the message carries the line and column
+        raise RecipeError(f"{path}: not valid YAML: {err}") from err
     if not isinstance(values, dict):
         raise RecipeError(f"{path}: a recipe must be a YAML mapping of config fields")
     method = values.pop("method", "sapo")
@@ -67,14 +71,15 @@ def run_training(method: str, config) -> Path:
     """Train ``method`` as ``config`` says; return the folder of the final model."""
     import torch
 
+    from sapo.chat import resolve_chat_template
     from sapo.models import load_causal_lm, load_tokenizer
-    from sapo.train.data import load_examples_from_config, resolve_chat_template, to_dataset
+    from sapo.train.data import load_examples_from_config, to_dataset
 
     tokenizer = load_tokenizer(config.model_name_or_path)
     if config.chat_template:
         tokenizer.chat_template = resolve_chat_template(config.chat_template)
     examples, stats = load_examples_from_config(config, tokenizer)
-    print(f"data: {stats.summary()}", flush=True)
+    logger.info(f"data: {stats.summary()}")
     if method == "spin":
         from sapo.train.spin import run_spin
 
@@ -115,7 +120,14 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     if not args.recipe:
         raise RecipeError("sapo train: give a RECIPE (or --fields METHOD)")
-    method, config = parse_recipe(args.recipe, args.overrides)
+    overrides = list(args.overrides)
+    if "--log-level" in overrides:  # after the recipe, argparse leaves it among the config overrides
+        from sapo.log import setup_logging
+
+        at = overrides.index("--log-level")
+        setup_logging(overrides[at + 1] if at + 1 < len(overrides) else "")
+        del overrides[at : at + 2]
+    method, config = parse_recipe(args.recipe, overrides)
     print(f"trained {method}: {run_training(method, config)}")
     return 0
 
@@ -143,3 +155,76 @@ def add_train_command(sub) -> None:
     train.add_argument("--fields", choices=METHODS, help="list the config fields of METHOD and exit")
     train.add_argument("overrides", nargs=argparse.REMAINDER, help="--field value pairs")
     train.set_defaults(func=_train)
+
+
+# --------------------------------------------------------------------------- sapo data
+
+
+def _data_write_embedded(args: argparse.Namespace) -> int:
+    from sapo.train.embedded_data import write_embedded_dataset
+
+    print(write_embedded_dataset(args.path, n=args.n, seed=args.seed))
+    return 0
+
+
+def _data_audit(args: argparse.Namespace) -> int:
+    from sapo.chat import resolve_chat_template
+    from sapo.models import load_tokenizer
+    from sapo.train.data import load_examples_from_config
+
+    tokenizer = load_tokenizer(args.model)
+    if args.chat_template:
+        tokenizer.chat_template = resolve_chat_template(args.chat_template)
+    examples, stats = load_examples_from_config(args, tokenizer)
+    print(stats.summary())
+    specials = {t: tokenizer.convert_tokens_to_ids(t) for t in tokenizer.all_special_tokens}
+    for example in examples[: args.show]:
+        ids = example.prompt_ids + example.answer_ids
+        counts = {t: ids.count(i) for t, i in specials.items() if ids.count(i)}
+        print(f"--- {example.where}: {len(example.prompt_ids)} prompt + {len(example.answer_ids)} answer tokens")
+        print(f"    first tokens: {tokenizer.convert_ids_to_tokens(ids[:6])}")
+        print(f"    last tokens:  {tokenizer.convert_ids_to_tokens(ids[-6:])}")
+        print(f"    special token counts: {counts}")
+        print(f"    answer: {tokenizer.decode(example.answer_ids)[:200]!r}")
+    return 0
+
+
+def add_data_commands(sub) -> None:
+    data = sub.add_parser("data", help="write the embedded data set; audit tokenization of any data set")
+    dsub = data.add_subparsers(dest="action", required=True)
+    write = dsub.add_parser(
+        "write-embedded",
+        help="write the project's own instruction data set as JSONL (Capybara 'messages' format)",
+    )
+    write.add_argument("path", help="output .jsonl file")
+    write.add_argument("--n", type=int, default=400, help="number of conversations (default 400)")
+    write.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    write.set_defaults(func=_data_write_embedded)
+    audit = dsub.add_parser(
+        "audit",
+        help="tokenize a data set as training would and show counts, first/last tokens and special tokens",
+        description="Runs the shared data pipeline and prints what was read, truncated and dropped, then "
+        "decodes the first and last tokens of a few examples so doubled BOS/EOS tokens are visible.",
+    )
+    # dests use the config's field names, so the audit reads data exactly as training does
+    audit.add_argument(
+        "dataset_name",
+        metavar="dataset",
+        help="'embedded', a .jsonl/.json/.parquet file, a saved folder or a hub name",
+    )
+    audit.add_argument("--model", default="embedded", help=MODEL_HELP + " (for its tokenizer)")
+    audit.add_argument("--chat-template", help="chatml, zephyr, llama3 or a .jinja file (default: the tokenizer's)")
+    audit.add_argument(
+        "--split", dest="dataset_split", default="train", help="split for hub data sets (default train)"
+    )
+    audit.add_argument(
+        "--field", dest="dataset_field", help="the conversation column (default: first of chosen, messages, real)"
+    )
+    audit.add_argument("--system-prompt", help="system message for conversations that have none")
+    audit.add_argument("--max-length", type=int, default=2048, help="token budget of prompt + answer")
+    audit.add_argument("--max-prompt-length", type=int, default=1792, help="token budget of the prompt")
+    audit.add_argument("--truncation", choices=["truncate", "drop"], default="truncate")
+    audit.add_argument("--multi-turn", choices=["last", "first"], default="last", help="which turn is the answer")
+    audit.add_argument("--on-bad-row", choices=["error", "skip"], default="error")
+    audit.add_argument("--show", type=int, default=3, help="examples to print (default 3)")
+    audit.set_defaults(func=_data_audit)

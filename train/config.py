@@ -112,6 +112,10 @@ class HarnessArguments:
                 self.bf16 = False
             if not torch.backends.mps.is_available():
                 self.use_cpu = True
+        # transformers 5 renamed gradient_checkpointing to activation_checkpointing; TRL's configs still default
+        # the old name, which warns on every run. Resolve it here under the new name (same value, no warning).
+        if getattr(self, "activation_checkpointing", False) is None and self.gradient_checkpointing is not None:
+            self.activation_checkpointing, self.gradient_checkpointing = self.gradient_checkpointing, None
         super().__post_init__()
 
 
@@ -210,6 +214,8 @@ class SAPOConfig(HarnessArguments, DPOConfig):
             check_choice(self, name, choices)
         if not 0.0 <= self.ema_decay <= 1.0:
             raise ValueError(f"ema_decay: must be in [0, 1], got {self.ema_decay}")
+        if not self.beta > 0:  # DPO's beta / ORPO's lambda: 0 or less turns the preference term off or around
+            raise ValueError(f"beta: must be > 0, got {self.beta}")
         for name in ("ema_update_steps", "buffer_size", "segment_max_new_tokens", "ref_update_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")

