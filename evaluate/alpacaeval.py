@@ -220,7 +220,7 @@ def write_annotator_config(annotator: str, judge, folder: Path) -> Path:
     target = folder / "annotator" / source.parent.name / "configs.yaml"  # the folder name is the annotator's name
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(yaml.safe_dump(configs, sort_keys=False))
-    return target
+    return target.resolve()  # alpaca_eval reads a relative config path against its own evaluators_configs/
 
 
 def judge_completions(judge, parallel: int = 4):

@@ -108,9 +108,10 @@ def test_win_rate_matches_the_judges_rule_and_alpaca_eval_reads_our_files(loaded
     assert "leaderboard.csv" in {p.name for p in folder.iterdir()}
 
 
-def test_judge_errors_are_retried_and_the_result_is_complete(loaded, tmp_path):
+def test_judge_errors_are_retried_and_the_result_is_complete(loaded, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative output folder, as `sapo reproduce` passes it
     with JudgeServer(FailingFirst(3), "scripted-judge") as server:
-        result = _run(loaded, _judge(server, tmp_path / "judge_cache.jsonl"), tmp_path)
+        result = _run(loaded, _judge(server, tmp_path / "judge_cache.jsonl"), Path("relative-out"))
         assert server.requests == len(INSTRUCTIONS) + 3  # each failure retried once, nothing else sent
     assert result["metrics"]["win_rate"] == pytest.approx(WIN_RATE)
     assert result["metrics"]["n_total"] == len(INSTRUCTIONS)
