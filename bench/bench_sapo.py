@@ -30,7 +30,7 @@ from sapo.train.trainer import SAPOTrainer
 class _FixedPairsSAPO(SAPOTrainer):
     """SAPO with generation replaced by a fixed rejected answer per example: isolates the rest."""
 
-    def make_pairs(self, inputs, generator):
+    def make_pairs(self, inputs, rng):
         from sapo.train.buffer import BufferEntry
 
         return [

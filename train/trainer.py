@@ -21,6 +21,7 @@ import copy
 import json
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from datasets import Dataset
@@ -40,6 +41,44 @@ from sapo.train.model_card import ModelCardMixin
 from sapo.train.segment import segment_bounds, splice
 
 SAPO_STATE = "sapo_state.json"  # written last into a checkpoint: its presence marks the checkpoint complete
+
+
+class SapoRNG(NamedTuple):
+    """The generators of one SAPO stream. ``cpu`` draws segment starts and replay-buffer picks (CPU tensors);
+    ``sampling`` draws tokens on the accelerator (PyTorch refuses a generator of another device). On a CPU
+    device both are the same object: one stream, so seeded CPU runs keep the numbers of the one-generator code."""
+
+    cpu: torch.Generator
+    sampling: torch.Generator
+
+    @classmethod
+    def seeded(cls, seed: int, device: torch.device | str) -> SapoRNG:
+        device = torch.device(device)
+        cpu = torch.Generator(device="cpu").manual_seed(seed)
+        sampling = cpu if device.type == "cpu" else torch.Generator(device=device).manual_seed(seed)
+        return cls(cpu, sampling)
+
+    @property
+    def shared(self) -> bool:
+        return self.sampling is self.cpu
+
+    def state(self) -> dict:
+        # None marks the shared CPU stream; the device type lets a resume on other hardware fail clearly.
+        sampling = None if self.shared else self.sampling.get_state()
+        return {"cpu": self.cpu.get_state(), "sampling": sampling, "sampling_device": self.sampling.device.type}
+
+    def load_state(self, state, where: Path) -> None:
+        if isinstance(state, torch.Tensor):  # written before the split: one generator, so only a CPU run had one
+            state = {"cpu": state, "sampling": None, "sampling_device": "cpu"}
+        saved_shared = state["sampling"] is None
+        if saved_shared != self.shared:
+            raise CheckpointError(
+                f"{where}: its token-sampling RNG was on {state['sampling_device']}, this run samples on "
+                f"{self.sampling.device.type}; resume on the same kind of device"
+            )
+        self.cpu.set_state(state["cpu"])
+        if not saved_shared:
+            self.sampling.set_state(state["sampling"])
 
 
 def _local_tensors(params: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -103,8 +142,7 @@ class SAPOTrainer(ModelCardMixin, DPOTrainer):
         self.ema_model.requires_grad_(False)
         self._ema_pairs = self._ref_pairs = None  # built at train begin: wrapping may reallocate parameters
         self.buffer = ReplayBuffer(args.buffer_size)
-        device = self.accelerator.device
-        self.sapo_generator = torch.Generator(device=device).manual_seed(args.seed + self.accelerator.process_index)
+        self.sapo_rng = SapoRNG.seeded(args.seed + self.accelerator.process_index, self.accelerator.device)
         self._collate_pairs = DataCollatorForPreference(pad_token_id=self._stop_ids()[1])
         self.sapo_callback = SAPOCallback(self)
         self.add_callback(self.sapo_callback)
@@ -140,7 +178,7 @@ class SAPOTrainer(ModelCardMixin, DPOTrainer):
 
     # ------------------------------------------------------------------ the SAPO step
 
-    def make_pairs(self, inputs: dict, generator: torch.Generator) -> list[BufferEntry]:
+    def make_pairs(self, inputs: dict, rng: SapoRNG) -> list[BufferEntry]:
         """Regenerate a segment of each real answer with the generator model; one entry per example."""
         args: SAPOConfig = self.args
         eos, pad = self._stop_ids()
@@ -149,7 +187,7 @@ class SAPOTrainer(ModelCardMixin, DPOTrainer):
             if args.segment:
                 prompt_budget = min(len(prompt), args.max_prompt_length or len(prompt))
                 room = (args.max_length or 10**9) - prompt_budget - min(args.segment_max_new_tokens, len(answer))
-                start, length = segment_bounds(len(answer), args.segment_max_new_tokens, room, generator)
+                start, length = segment_bounds(len(answer), args.segment_max_new_tokens, room, rng.cpu)
                 budget = length
             else:  # the 'no segment' ablation: a whole new answer of at most L tokens
                 start, length = 0, len(answer)
@@ -169,7 +207,7 @@ class SAPOTrainer(ModelCardMixin, DPOTrainer):
                 temperature=args.temperature,
                 top_k=args.top_k,
                 top_p=args.top_p,
-                generator=generator,
+                generator=rng.sampling,
             )
         seconds = time.perf_counter() - began
         entries = []
@@ -199,10 +237,10 @@ class SAPOTrainer(ModelCardMixin, DPOTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         training = self.model.training
         if training:
-            fresh = self.make_pairs(inputs, self.sapo_generator)
+            fresh = self.make_pairs(inputs, self.sapo_rng)
             if self.args.use_buffer:
                 self.buffer.add(fresh)
-                batch_entries = self.buffer.sample(len(fresh), self.sapo_generator)
+                batch_entries = self.buffer.sample(len(fresh), self.sapo_rng.cpu)
             else:
                 batch_entries = fresh
             metrics = self._metrics["train"]
@@ -210,8 +248,7 @@ class SAPOTrainer(ModelCardMixin, DPOTrainer):
             metrics["sapo/sample_age"].append(mean_age(batch_entries, self.state.global_step))
             metrics["sapo/ref_updates"] = [len(self.sapo_callback.ref_update_log)]
         else:  # evaluation must not touch the buffer or the training RNG stream
-            eval_rng = torch.Generator(device=self.accelerator.device).manual_seed(self.args.seed)
-            batch_entries = self.make_pairs(inputs, eval_rng)
+            batch_entries = self.make_pairs(inputs, SapoRNG.seeded(self.args.seed, self.accelerator.device))
         pairs = [
             {"prompt_ids": e.prompt_ids, "chosen_ids": e.chosen_ids, "rejected_ids": e.rejected_ids}
             for e in batch_entries
@@ -281,7 +318,7 @@ class SAPOTrainer(ModelCardMixin, DPOTrainer):
         # Each process has its own buffer and generator stream (the reference's buffer is per rank too).
         buffer_path, rng_path = self._per_process_files(folder)
         self.buffer.save_jsonl(buffer_path)
-        torch.save(self.sapo_generator.get_state(), rng_path)
+        torch.save(self.sapo_rng.state(), rng_path)
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             state = {"global_step": self.state.global_step, "ref_updates": self.sapo_callback.ref_update_log,
@@ -313,7 +350,7 @@ class SAPOTrainer(ModelCardMixin, DPOTrainer):
             _load_weights(self.accelerator.unwrap_model(model), folder / name, self.is_deepspeed_enabled)
         buffer_path, rng_path = self._per_process_files(folder)
         self.buffer = ReplayBuffer.load_jsonl(buffer_path, self.args.buffer_size)
-        self.sapo_generator.set_state(torch.load(rng_path, weights_only=True))
+        self.sapo_rng.load_state(torch.load(rng_path, weights_only=True), rng_path)
         self.sapo_callback.ref_update_log = list(state["ref_updates"])
 
     def train(self, resume_from_checkpoint=None, **kwargs):
