@@ -39,6 +39,7 @@ class EvalRun:
     seed: int
     max_new_tokens: int | None
     chat_template: str | None
+    lm_eval_model: str | None = None  # what lm-eval loads: the model, or a folder giving it --chat-template
 
 
 def _lm_eval_data(data: str) -> str:
@@ -53,14 +54,14 @@ def _budget(run: EvalRun, key: str) -> dict:
 def _run_openllm(run: EvalRun, loaded, judge) -> dict:
     from sapo.evaluate.lm_eval_suite import run_openllm
 
-    return run_openllm(run.model, output_dir=run.output, limit=run.limit, batch_size=run.batch_size,
+    return run_openllm(run.lm_eval_model or run.model, output_dir=run.output, limit=run.limit, batch_size=run.batch_size,
                        device=run.device, dtype=run.dtype, data=_lm_eval_data(run.data), seed=run.seed)  # fmt: skip
 
 
 def _run_ifeval(run: EvalRun, loaded, judge) -> dict:
     from sapo.evaluate.lm_eval_suite import run_ifeval
 
-    return run_ifeval(run.model, output_dir=run.output, limit=run.limit, batch_size=run.batch_size,
+    return run_ifeval(run.lm_eval_model or run.model, output_dir=run.output, limit=run.limit, batch_size=run.batch_size,
                       device=run.device, dtype=run.dtype, data=_lm_eval_data(run.data), seed=run.seed,
                       **_budget(run, "max_gen_toks"))  # fmt: skip
 
@@ -124,15 +125,20 @@ def evaluate(args: argparse.Namespace) -> int:
     from sapo.evaluate.results import model_provenance, write_results
 
     suite = parse_suite(args.suite)
-    if args.chat_template and {"openllm", "ifeval"} & set(suite):
-        raise RecipeError("--chat-template applies to mtbench and alpacaeval only; lm-eval (openllm, ifeval) uses the "
-                         "tokenizer's own template: run those without it")  # fmt: skip
     output = Path(args.output) if args.output else default_output(args.model)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
     args.device = device
+    lm_eval_model = None
+    if args.chat_template and {"openllm", "ifeval"} & set(suite):  # lm-eval takes the template from the tokenizer
+        from sapo.chat import resolve_chat_template
+        from sapo.evaluate.lm_eval_suite import with_chat_template
+        from sapo.models import resolve_model_path
+
+        lm_eval_model = str(with_chat_template(resolve_model_path(args.model),
+                                               resolve_chat_template(args.chat_template), output / "lm_eval_model"))  # fmt: skip
     run = EvalRun(args.model, output, args.data, args.limit, device, dtype, args.batch_size, args.seed,
-                  args.max_new_tokens, args.chat_template)  # fmt: skip
+                  args.max_new_tokens, args.chat_template, lm_eval_model)  # fmt: skip
     loaded = _load(run) if set(suite) & set(JUDGED) else None
     from sapo.models import load_tokenizer, resolve_model_path
 

@@ -23,13 +23,14 @@ logs, so anyone can check our numbers with the upstream ``lm_eval`` command. We 
 from __future__ import annotations
 
 import os
+import shutil
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import yaml
 
-from sapo.errors import DataError, ModelUnavailableError, RecipeError
+from sapo.errors import DataError, RecipeError
 from sapo.evaluate.nltk_data import ensure_punkt_tab
 from sapo.files import hub_offline
 from sapo.log import get_logger
@@ -197,13 +198,29 @@ def seed_args(seed: int) -> dict:
 
 
 def _model_path(model: str) -> str:
-    path = resolve_model_path(model)
-    if not Path(path).exists() and hub_offline():
-        raise ModelUnavailableError(
-            f"model {model!r} is not a local folder and HF_HUB_OFFLINE is set: pass a checkpoint folder, "
-            "or `embedded` for the packaged SmolLM2-135M"
-        )
-    return path
+    return resolve_model_path(model)  # a local folder (hub names: their snapshot), or ModelUnavailableError
+
+
+# Tokenizer files, written anew by ``with_chat_template``; every other file of the model is linked.
+_TOKENIZER_FILES = ("tokenizer", "special_tokens_map", "chat_template", "vocab", "merges", "added_tokens")
+
+
+def with_chat_template(model_path: str | Path, template: str, folder: Path) -> Path:
+    """A folder lm-eval loads as ``model_path`` but with ``template`` as its tokenizer's chat template (lm-eval reads
+    the template from the tokenizer): the model's own files linked, the tokenizer saved again with the template."""
+    from sapo.models import load_tokenizer
+
+    source = Path(model_path).resolve()
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    for path in source.iterdir():
+        if path.is_file() and not path.name.startswith(_TOKENIZER_FILES):
+            (folder / path.name).symlink_to(path.resolve())
+    tokenizer = load_tokenizer(str(source))
+    tokenizer.chat_template = template
+    tokenizer.save_pretrained(folder)
+    return folder
 
 
 def _save_lm_eval_outputs(results: dict, tracker) -> list[str]:

@@ -22,26 +22,25 @@ from importlib import metadata
 from pathlib import Path
 
 from sapo.files import atomic_write_json
-from sapo.models import weights_fingerprint
+from sapo.models import hub_revision, weights_fingerprint
 
 SCHEMA = "sapo-eval/1"
 PACKAGES = ("sapo-harness", "torch", "transformers", "trl", "lm_eval", "alpaca_eval", "fschat", "openai", "datasets")
 
 
 def model_provenance(name: str, path: str, tokenizer=None, dtype: str | None = None) -> dict:
-    """Name, local folder, hub revision if known, weights hash and chat-template hash."""
+    """Name, local folder, hub repo id and revision (for a hub snapshot folder), weights hash and
+    chat-template hash."""
     folder = Path(path)
     content = weights_fingerprint(folder)
-    revision = None
-    config = folder / "config.json"
-    if config.is_file():
-        revision = json.loads(config.read_text()).get("_commit_hash")
+    repo_id, revision = hub_revision(folder) or (None, None)  # the snapshot folder is named by its commit
     template = getattr(tokenizer, "chat_template", None) if tokenizer is not None else None
     card = folder / "sapo_config.json"
     method = json.loads(card.read_text()).get("method") if card.is_file() else None
     return {
         "name": name,
         "path": str(folder),
+        "repo_id": repo_id,
         "revision": revision,
         "weights_sha256": content,
         "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest() if template else None,
@@ -71,7 +70,7 @@ def write_results(output_dir: Path, *, model: dict, run: dict, judge: dict | Non
     merged = {}
     if path.is_file():
         old = json.loads(path.read_text())
-        same = model.get("weights_sha256") is not None  # hub models without local weights: never merged
+        same = model.get("weights_sha256") is not None  # a folder without safetensors: never merged
         if same and old.get("model", {}).get("weights_sha256") == model.get("weights_sha256"):
             merged = old.get("benchmarks", {})
     merged.update(benchmarks)

