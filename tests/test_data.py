@@ -8,9 +8,9 @@ import json
 import pytest
 from helpers import styled_tokenizer
 
-from sapo.chat import bos_prefix, render_conversation, resolve_chat_template, tokenize_pair
+from sapo.chat import bos_prefix, render_conversation, resolve_chat_template
 from sapo.errors import DataError, RecipeError
-from sapo.train.data import DataStats, conversation_from_row, fit_length, load_examples
+from sapo.train.data import DataStats, TokenLayout, conversation_from_row, fit_length, load_examples
 
 TWO_TURNS = [
     {"role": "user", "content": "What is 2 + 3?"},
@@ -33,7 +33,8 @@ def test_round_trip_has_one_bos_and_one_end_of_turn_per_message(smol_tokenizer, 
     full = tok.apply_chat_template(messages, tokenize=False)
     assert prompt_text + answer_text == full
 
-    prompt_ids, answer_ids = tokenize_pair(tok, prompt_text, answer_text)
+    layout = TokenLayout()
+    prompt_ids, answer_ids = layout.prompt_tokens(tok, prompt_text), layout.answer_tokens(tok, answer_text)
     ids = prompt_ids + answer_ids
     expected_bos = {"smollm2": 0, "chatml": 0, "zephyr": 1, "llama3": 1}[style]
     if expected_bos:
@@ -228,3 +229,41 @@ def test_embedded_dataset_tokenizes_to_the_templated_conversation(smol_tokenizer
 def test_unknown_chat_template_lists_the_shipped_ones():
     with pytest.raises(RecipeError, match=r"chat_template: 'nope'.*chatml"):
         resolve_chat_template("nope")
+
+
+# ---------------------------------------------------------------- the reference code's token layout
+
+
+def test_reference_split_renders_prompt_and_answer_apart_with_one_extra_eos(smol_tokenizer):
+    """yinyueqin/SAPO run_dpo.py: template(messages[:-1]) and template([last]) apart; utils.py: no BOS, one EOS."""
+    tok = styled_tokenizer(smol_tokenizer, "zephyr")  # Mistral-style: the tokenizer adds <s>, the template does not
+    messages = [{"role": "user", "content": "What is 2 + 3?"}, {"role": "assistant", "content": "5."}]
+    layout = TokenLayout(prompt_split="reference", prompt_bos=False, answer_eos=True)
+    prompt_text, answer_text = layout.render(messages, tok)
+    assert (prompt_text, answer_text) == ("<|user|>\nWhat is 2 + 3?</s>\n", "<|assistant|>\n5.</s>\n")
+    prompt_ids, answer_ids = layout.prompt_tokens(tok, prompt_text), layout.answer_tokens(tok, answer_text)
+    assert prompt_ids[0] != tok.bos_token_id and tok.decode(prompt_ids) == prompt_text  # no BOS at all
+    assert answer_ids[-1] == answer_ids[-3] == tok.eos_token_id and answer_ids.count(tok.eos_token_id) == 2
+    assert tok.decode(answer_ids) == "<|assistant|>\n5.</s>\n</s>"  # the assistant header belongs to the answer
+    ours = TokenLayout()  # render once: the header closes the prompt, BOS first, no extra EOS
+    prompt_text, answer_text = ours.render(messages, tok)
+    assert answer_text == "5.</s>\n" and ours.prompt_tokens(tok, prompt_text)[0] == tok.bos_token_id
+
+
+def test_reference_truncation_drops_long_prompts_counted_with_special_tokens(tmp_path, smol_tokenizer):
+    tok = styled_tokenizer(smol_tokenizer, "zephyr")
+    rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": "fine"}]}
+            for q in ("hi", "word " * 40)]  # fmt: skip
+    path = _write_jsonl(tmp_path / "long.jsonl", rows)
+    short_prompt = len(tok("<|user|>\nhi</s>\n").input_ids)  # with <s>, as run_dpo.py's filter counts
+    examples, stats = load_examples(str(path), tok, max_length=64, max_prompt_length=short_prompt + 1,
+                                    truncation="reference", layout=TokenLayout(prompt_split="reference"))  # fmt: skip
+    assert len(examples) == 1 and stats.dropped_long_prompts == 1 and examples[0].where.endswith("line 1")
+    with pytest.raises(DataError, match="no usable examples"):  # the filter is >=: a prompt of exactly the budget goes
+        load_examples(str(path), tok, max_length=64, max_prompt_length=short_prompt, truncation="reference",
+                      layout=TokenLayout(prompt_split="reference"))  # fmt: skip
+
+
+def test_reference_split_needs_the_last_turn_as_answer():
+    with pytest.raises(RecipeError, match="multi_turn: last"):
+        render_conversation(TWO_TURNS, None, multi_turn="first", split="reference")

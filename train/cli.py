@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from sapo.argtypes import non_negative_int
 from sapo.errors import RecipeError
 from sapo.log import get_logger
 from sapo.models import MODEL_HELP
@@ -69,10 +70,8 @@ def parse_recipe(path: str | Path, overrides: list[str]):
 
 def run_training(method: str, config) -> Path:
     """Train ``method`` as ``config`` says; return the folder of the final model."""
-    import torch
-
     from sapo.chat import resolve_chat_template
-    from sapo.models import load_causal_lm, load_tokenizer
+    from sapo.models import load_causal_lm, load_tokenizer, weights_dtype
     from sapo.train.data import load_examples_from_config, to_dataset
 
     tokenizer = load_tokenizer(config.model_name_or_path)
@@ -84,8 +83,8 @@ def run_training(method: str, config) -> Path:
         from sapo.train.spin import run_spin
 
         return run_spin(config, tokenizer, examples)
-    dtype = torch.bfloat16 if config.bf16 else torch.float32
-    model = load_causal_lm(config.model_name_or_path, dtype=dtype)
+    # fp32 master weights unless asked: bf16 is mixed precision (bf16 weights lose lr 5e-7 updates outside ZeRO-3).
+    model = load_causal_lm(config.model_name_or_path, dtype=weights_dtype(config.model_dtype))
     if method == "sapo":
         from sapo.train.trainer import SAPOTrainer
 
@@ -121,12 +120,14 @@ def _train(args: argparse.Namespace) -> int:
     if not args.recipe:
         raise RecipeError("sapo train: give a RECIPE (or --fields METHOD)")
     overrides = list(args.overrides)
-    if "--log-level" in overrides:  # after the recipe, argparse leaves it among the config overrides
-        from sapo.log import setup_logging
+    for at, arg in enumerate(overrides):  # after the recipe, argparse leaves --log-level among the overrides
+        if arg == "--log-level" or arg.startswith("--log-level="):
+            from sapo.log import setup_logging
 
-        at = overrides.index("--log-level")
-        setup_logging(overrides[at + 1] if at + 1 < len(overrides) else "")
-        del overrides[at : at + 2]
+            joined = "=" in arg
+            setup_logging(arg.split("=", 1)[1] if joined else (overrides[at + 1] if at + 1 < len(overrides) else ""))
+            del overrides[at : at + (1 if joined else 2)]
+            break
     method, config = parse_recipe(args.recipe, overrides)
     print(f"trained {method}: {run_training(method, config)}")
     return 0
@@ -172,10 +173,16 @@ def _data_audit(args: argparse.Namespace) -> int:
     from sapo.models import load_tokenizer
     from sapo.train.data import load_examples_from_config
 
+    source = args
+    if args.recipe:  # the recipe's model, template and data fields: exactly what its training run reads
+        _, source = parse_recipe(args.recipe, [])
+        args.model, args.chat_template = source.model_name_or_path, source.chat_template
+    elif not args.dataset_name:
+        raise RecipeError("sapo data audit: give a DATASET or --recipe RECIPE")
     tokenizer = load_tokenizer(args.model)
     if args.chat_template:
         tokenizer.chat_template = resolve_chat_template(args.chat_template)
-    examples, stats = load_examples_from_config(args, tokenizer)
+    examples, stats = load_examples_from_config(source, tokenizer)
     print(stats.summary())
     specials = {t: tokenizer.convert_tokens_to_ids(t) for t in tokenizer.all_special_tokens}
     for example in examples[: args.show]:
@@ -210,8 +217,10 @@ def add_data_commands(sub) -> None:
     audit.add_argument(
         "dataset_name",
         metavar="dataset",
-        help="'embedded', a .jsonl/.json/.parquet file, a saved folder or a hub name",
+        nargs="?",
+        help="'embedded', a .jsonl/.json/.parquet file, a saved folder or a hub name (or give --recipe)",
     )
+    audit.add_argument("--recipe", help="read model, chat template and every data field from this recipe YAML")
     audit.add_argument("--model", default="embedded", help=MODEL_HELP + " (for its tokenizer)")
     audit.add_argument("--chat-template", help="chatml, zephyr, llama3 or a .jinja file (default: the tokenizer's)")
     audit.add_argument(
@@ -223,8 +232,12 @@ def add_data_commands(sub) -> None:
     audit.add_argument("--system-prompt", help="system message for conversations that have none")
     audit.add_argument("--max-length", type=int, default=2048, help="token budget of prompt + answer")
     audit.add_argument("--max-prompt-length", type=int, default=1792, help="token budget of the prompt")
-    audit.add_argument("--truncation", choices=["truncate", "drop"], default="truncate")
+    audit.add_argument("--truncation", choices=["truncate", "drop", "reference"], default="truncate")
     audit.add_argument("--multi-turn", choices=["last", "first"], default="last", help="which turn is the answer")
+    audit.add_argument("--prompt-split", choices=["render_once", "reference"], default="render_once",
+                       help="render once and split (default), or the reference code's separate renders")  # fmt: skip
+    audit.add_argument("--no-prompt-bos", dest="prompt_bos", action="store_false", help="no BOS before the prompt")
+    audit.add_argument("--answer-eos", action="store_true", help="append one EOS to every answer (reference)")
     audit.add_argument("--on-bad-row", choices=["error", "skip"], default="error")
-    audit.add_argument("--show", type=int, default=3, help="examples to print (default 3)")
+    audit.add_argument("--show", type=non_negative_int, default=3, help="examples to print (default 3)")
     audit.set_defaults(func=_data_audit)

@@ -12,6 +12,7 @@ reference-code literal is a field here (``ref_update_steps`` was a hard-coded 10
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -20,6 +21,29 @@ from trl import DPOConfig
 SAPO_LOSSES = ("dpo", "orpo")
 GENERATORS = ("ema", "policy")
 REF_UPDATES = ("ema", "policy", "fixed")
+TRUNCATIONS = ("truncate", "drop", "reference")
+PROMPT_SPLITS = ("render_once", "reference")
+
+
+def world_size() -> int:
+    """Processes of this launch, as ``accelerate launch`` / torchrun announce them before any state exists."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def accumulation_steps(global_batch: int, per_device: int, processes: int) -> int:
+    """Gradient accumulation that makes ``global_batch`` from ``processes x per_device`` examples a pass.
+    Refuses a launch that cannot give it exactly (a silently different batch changes the run: handbook#44)."""
+    if global_batch < 1 or per_device < 1:
+        raise ValueError(f"global_batch_size and per_device_train_batch_size must be >= 1, got {global_batch}, "
+                         f"{per_device}")  # fmt: skip
+    per_pass = processes * per_device
+    if global_batch % per_pass:
+        raise ValueError(
+            f"global_batch_size: {global_batch} is not a multiple of {processes} processes x "
+            f"per_device_train_batch_size {per_device} = {per_pass}; change per_device_train_batch_size or the "
+            "number of processes (or set global_batch_size to the batch you mean)"
+        )
+    return global_batch // per_pass
 
 
 def check_choice(config, name: str, choices: tuple[str, ...]) -> None:
@@ -67,16 +91,54 @@ class HarnessArguments:
     truncation: str = field(
         default="truncate",
         metadata={
-            "help": "Too-long examples: 'truncate' (reference behaviour) or 'drop'.",
-            "choices": ["truncate", "drop"],
+            "help": "Too-long examples: 'truncate' (keep the prompt's end up to max_prompt_length, then cut the "
+            "answer's tail), 'drop' (drop every example over max_length), or 'reference' (yinyueqin/SAPO "
+            "run_dpo.py:123-141: first drop every prompt of >= max_prompt_length tokens, counted with the "
+            "tokenizer's special tokens, then truncate).",
+            "choices": list(TRUNCATIONS),
         },
     )
     multi_turn: str = field(
         default="last",
         metadata={
-            "help": "Which part of a multi-turn conversation is the answer: 'last' assistant turn, or 'first' "
-            "(the reference code: the first user turn is the prompt, the rest of the conversation the answer).",
+            "help": "Which part of a multi-turn conversation is the answer: 'last' assistant turn (the reference "
+            "code's run_dpo.py / run_orpo.py), or 'first' (the first user turn is the prompt, the rest of the "
+            "conversation the answer, as SPIN's data.py, which the SAPO reference copies but never calls).",
             "choices": ["last", "first"],
+        },
+    )
+    prompt_split: str = field(
+        default="render_once",
+        metadata={
+            "help": "How prompt and answer text are made. 'render_once': the whole conversation is rendered once "
+            "and the prompt is its rendered prefix ending with the generation prompt (no doubled system prompt, "
+            "trl#1930). 'reference': yinyueqin/SAPO run_dpo.py:36-48 / run_orpo.py:51-63, the prompt is the "
+            "template of every message but the last (no generation prompt) and the answer the template of the "
+            "last message alone, so the assistant header belongs to the answer (needs multi_turn: last).",
+            "choices": list(PROMPT_SPLITS),
+        },
+    )
+    prompt_bos: bool = field(
+        default=True,
+        metadata={
+            "help": "Put the BOS token before the prompt when the tokenizer adds one (and the template did not). "
+            "The reference tokenizes with add_special_tokens=False: no BOS (alignment/utils.py:154-155)."
+        },
+    )
+    answer_eos: bool = field(
+        default=False,
+        metadata={
+            "help": "Append the tokenizer's EOS to every answer (and rejected answer), learned like any answer "
+            "token: the reference's one extra EOS after the templated answer (alignment/utils.py:170-171)."
+        },
+    )
+    global_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Examples per optimizer step over all processes (paper: 64 = 8 GPUs x 8). When set, "
+            "gradient_accumulation_steps is derived as global / (processes x per_device_train_batch_size), and a "
+            "launch that cannot give it exactly is refused; step-counted settings (ref_update_steps, "
+            "ema_update_steps, save_steps) then mean the same thing on any number of GPUs."
         },
     )
     system_prompt: str | None = field(
@@ -90,14 +152,36 @@ class HarnessArguments:
         default="error",
         metadata={"help": "Bad data rows: 'error' (stop, naming file/row/field) or 'skip' (count and skip)."},
     )
+    model_dtype: str = field(
+        default="float32",
+        metadata={
+            "help": "Dtype the policy's weights are loaded (and kept) in. float32 by default even with bf16: "
+            "bf16 is mixed precision, computing in bf16 from fp32 master weights as the reference does, while "
+            "weights stored in bf16 drop every update below ~1/256 of a weight (lr 5e-7 steps round away). "
+            "'auto' takes the checkpoint's own dtype.",
+            "choices": ["float32", "bfloat16", "float16", "auto"],
+        },
+    )
 
     def __post_init__(self):
         for name, choices in (
-            ("truncation", ("truncate", "drop")),
+            ("truncation", TRUNCATIONS),
             ("multi_turn", ("last", "first")),
+            ("prompt_split", PROMPT_SPLITS),
             ("on_bad_row", ("error", "skip")),
+            ("model_dtype", ("float32", "bfloat16", "float16", "auto")),
         ):
             check_choice(self, name, choices)
+        if self.prompt_split == "reference" and self.multi_turn != "last":
+            raise ValueError("prompt_split: 'reference' renders the last message as the answer; set multi_turn: last")
+        if self.global_batch_size is not None:
+            derived = accumulation_steps(self.global_batch_size, self.per_device_train_batch_size, world_size())
+            if self.gradient_accumulation_steps not in (1, derived):  # 1: TrainingArguments' default, i.e. unset
+                raise ValueError(
+                    f"gradient_accumulation_steps ({self.gradient_accumulation_steps}) and global_batch_size "
+                    f"({self.global_batch_size}, which needs {derived} here): set one of them"
+                )
+            self.gradient_accumulation_steps = derived
         if self.max_examples is not None and self.max_examples < 1:
             raise ValueError(f"max_examples: must be >= 1 (or unset for all), got {self.max_examples}")
         if self.max_length is not None and self.max_prompt_length is not None:

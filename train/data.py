@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from sapo.chat import render_conversation, tokenize_pair
+from sapo.chat import encode, render_conversation
 from sapo.errors import DataError, RecipeError
 from sapo.log import get_logger
 
@@ -47,12 +47,14 @@ class DataStats:
     prompts_truncated: int = 0
     answers_truncated: int = 0
     dropped_too_long: int = 0
+    dropped_long_prompts: int = 0
     tokens_lost: int = 0
     skipped_locations: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         parts = [f"{self.examples} examples from {self.rows_read} rows"]
-        for name in ("bad_rows_skipped", "prompts_truncated", "answers_truncated", "dropped_too_long", "tokens_lost"):
+        for name in ("bad_rows_skipped", "prompts_truncated", "answers_truncated", "dropped_too_long",
+                     "dropped_long_prompts", "tokens_lost"):  # fmt: skip
             if getattr(self, name):
                 parts.append(f"{name.replace('_', ' ')}: {getattr(self, name)}")
         return "; ".join(parts)
@@ -157,6 +159,32 @@ def conversation_from_row(row: dict, where: str, field_name: str | None = None) 
 # --------------------------------------------------------------------------- messages -> tokens
 
 
+@dataclass(frozen=True)
+class TokenLayout:
+    """How a conversation becomes prompt and answer tokens: the config fields of the same names (their help
+    says what each does and where the reference code differs)."""
+
+    multi_turn: str = "last"
+    system_prompt: str | None = None
+    prompt_split: str = "render_once"
+    prompt_bos: bool = True
+    answer_eos: bool = False
+
+    @classmethod
+    def from_config(cls, config) -> TokenLayout:
+        return cls(**{f.name: getattr(config, f.name, f.default) for f in fields(cls)})
+
+    def render(self, messages: list[dict], tokenizer) -> tuple[str, str]:
+        return render_conversation(messages, tokenizer, self.multi_turn, self.system_prompt, self.prompt_split)
+
+    def prompt_tokens(self, tokenizer, text: str) -> list[int]:
+        return encode(tokenizer, text) if self.prompt_bos else tokenizer(text, add_special_tokens=False).input_ids
+
+    def answer_tokens(self, tokenizer, text: str) -> list[int]:
+        ids = tokenizer(text, add_special_tokens=False).input_ids
+        return [*ids, tokenizer.eos_token_id] if self.answer_eos else ids
+
+
 def fit_length(
     prompt_ids: list[int],
     answer_ids: list[int],
@@ -169,15 +197,16 @@ def fit_length(
 
     ``truncation="truncate"`` follows the reference code (TRL 0.7): when the whole is too long,
     keep the END of the prompt up to ``max_prompt_length``, then cut the answer's tail.
-    ``truncation="drop"`` drops every example that does not fit.
+    ``truncation="drop"`` drops every example that does not fit. ``"reference"`` truncates like
+    ``"truncate"``; its prompt filter runs before (``load_examples``).
     """
     if max_length is None or len(prompt_ids) + len(answer_ids) <= max_length:
         return prompt_ids, answer_ids
     if truncation == "drop":
         stats.dropped_too_long += 1
         return None
-    if truncation != "truncate":
-        raise RecipeError(f"truncation: expected 'truncate' or 'drop', got {truncation!r}")
+    if truncation not in ("truncate", "reference"):
+        raise RecipeError(f"truncation: expected 'truncate', 'drop' or 'reference', got {truncation!r}")
     before = len(prompt_ids) + len(answer_ids)
     if max_prompt_length is not None and len(prompt_ids) > max_prompt_length:
         prompt_ids = prompt_ids[-max_prompt_length:]
@@ -207,12 +236,15 @@ def load_examples(
     system_prompt: str | None = None,
     on_bad_row: str = "error",
     limit: int | None = None,
+    layout: TokenLayout | None = None,
 ) -> tuple[list[ChatExample], DataStats]:
     """Read, validate, render and tokenize ``source``. See the module docstring for the rules.
 
     With ``rejected_field`` (DPO/ORPO), each row's rejected conversation must share the chosen
     one's prompt; the rejected answer is truncated to the same budget as the chosen one.
+    ``layout`` (default: from ``multi_turn`` and ``system_prompt``) says how text becomes tokens.
     """
+    layout = layout or TokenLayout(multi_turn=multi_turn, system_prompt=system_prompt)
     if on_bad_row not in ("error", "skip"):
         raise RecipeError(f"on_bad_row: expected 'error' or 'skip', got {on_bad_row!r}")
     stats = DataStats()
@@ -223,11 +255,11 @@ def load_examples(
         stats.rows_read += 1
         try:
             messages = conversation_from_row(row, where, field_name)
-            prompt_text, answer_text = render_conversation(messages, tokenizer, multi_turn, system_prompt)
+            prompt_text, answer_text = layout.render(messages, tokenizer)
             rejected_text = None
             if rejected_field is not None:
                 rejected = conversation_from_row(row, where, rejected_field)
-                rejected_prompt, rejected_text = render_conversation(rejected, tokenizer, multi_turn, system_prompt)
+                rejected_prompt, rejected_text = layout.render(rejected, tokenizer)
                 if rejected_prompt != prompt_text:
                     raise DataError(f"{where}: field '{rejected_field}': its prompt differs from the chosen one's")
         except DataError as err:
@@ -236,13 +268,21 @@ def load_examples(
             stats.bad_rows_skipped += 1
             stats.skipped_locations.append(str(err))
             continue
-        prompt_ids, answer_ids = tokenize_pair(tokenizer, prompt_text, answer_text)
+        if truncation == "reference" and max_prompt_length is not None:
+            # run_dpo.py's filter: the prompt as the tokenizer counts it by default (special tokens included)
+            if len(tokenizer(prompt_text).input_ids) >= max_prompt_length:
+                stats.dropped_long_prompts += 1
+                continue
+        prompt_ids, answer_ids = (
+            layout.prompt_tokens(tokenizer, prompt_text),
+            layout.answer_tokens(tokenizer, answer_text),
+        )
         fitted = fit_length(prompt_ids, answer_ids, max_length, max_prompt_length, truncation, stats)
         if fitted is None:
             continue
         rejected_ids = None
         if rejected_text is not None:
-            rejected_ids = tokenizer(rejected_text, add_special_tokens=False).input_ids
+            rejected_ids = layout.answer_tokens(tokenizer, rejected_text)
             rejected_ids = rejected_ids[: max_length - len(fitted[0])] if max_length else rejected_ids
         examples.append(ChatExample(fitted[0], fitted[1], where, rejected_ids))
     stats.examples = len(examples)
@@ -266,10 +306,9 @@ def load_examples_from_config(config, tokenizer) -> tuple[list[ChatExample], Dat
         max_length=config.max_length,
         max_prompt_length=config.max_prompt_length,
         truncation=config.truncation,
-        multi_turn=config.multi_turn,
-        system_prompt=config.system_prompt,
         on_bad_row=config.on_bad_row,
         limit=getattr(config, "max_examples", None),
+        layout=TokenLayout.from_config(config),
     )
 
 

@@ -163,14 +163,13 @@ def _pairs(examples: list[ChatExample], generated: dict[int, list[int]]) -> list
 
 def run_spin(config: SPINConfig, tokenizer, examples: list[ChatExample]) -> Path:
     """Run every unfinished SPIN iteration; return the folder of the final model."""
-    import torch
     from accelerate import PartialState
 
-    from sapo.models import load_causal_lm, resolve_model_path, weights_fingerprint
+    from sapo.models import load_causal_lm, resolve_model_path, weights_dtype, weights_fingerprint
 
     _ = config.device  # sets up the process group as the trainers will (CPU/gloo when use_cpu)
     state = PartialState()
-    dtype = torch.bfloat16 if config.bf16 else torch.float32
+    dtype = weights_dtype(config.model_dtype)  # fp32 master weights unless asked: bf16 is mixed precision
     opponent = resolve_model_path(config.model_name_or_path)
     previous_generated: dict[int, list[int]] | None = None
     # Generated rows are matched to prompts by index: the prompts themselves must not have changed.

@@ -55,16 +55,28 @@ def generation_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
 
 
 def render_conversation(
-    messages: list[dict], tokenizer, multi_turn: str = "last", system_prompt: str | None = None
+    messages: list[dict],
+    tokenizer,
+    multi_turn: str = "last",
+    system_prompt: str | None = None,
+    split: str = "render_once",
 ) -> tuple[str, str]:
     """Render once and split into (prompt_text, answer_text) with prompt_text + answer_text == full text.
 
     ``multi_turn="last"``: the last assistant turn is the answer and every earlier turn is prompt.
     ``multi_turn="first"``: the prompt is the first user turn (plus a system message) and the
     answer is everything after it, later user turns included.
+    ``split="reference"`` renders the two apart, as the SAPO reference code does (see
+    ``render_reference_split``); ``multi_turn`` must then be ``last``.
     """
     if system_prompt is not None and messages[0]["role"] != "system":
         messages = [{"role": "system", "content": system_prompt}, *messages]
+    if split == "reference":
+        if multi_turn != "last":
+            raise RecipeError("prompt_split: 'reference' renders the last message as the answer; set multi_turn: last")
+        return render_reference_split(messages, tokenizer)
+    if split != "render_once":
+        raise RecipeError(f"prompt_split: expected 'render_once' or 'reference', got {split!r}")
     if multi_turn == "last":
         cut = len(messages) - 1
     elif multi_turn == "first":
@@ -81,6 +93,10 @@ def render_conversation(
     return prompt, full[len(prompt) :]
 
 
-def tokenize_pair(tokenizer, prompt_text: str, answer_text: str) -> tuple[list[int], list[int]]:
-    """Token ids of prompt (with at most one BOS) and answer, no other special token added."""
-    return encode(tokenizer, prompt_text), tokenizer(answer_text, add_special_tokens=False).input_ids
+def render_reference_split(messages: list[dict], tokenizer) -> tuple[str, str]:
+    """(prompt_text, answer_text) as yinyueqin/SAPO's run_dpo.py / run_orpo.py make them: the template applied to
+    every message but the last (no generation prompt), and apart from it to the last message alone, so the
+    assistant header is part of the answer. A template that injects a default system prompt puts it in both."""
+    prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False)
+    answer = tokenizer.apply_chat_template(messages[-1:], tokenize=False)
+    return prompt, answer

@@ -1,0 +1,48 @@
+"""Run-config rules that need no model: the global batch and the reference token layout's constraints."""
+
+from __future__ import annotations
+
+import pytest
+
+from sapo.train import config as config_module
+from sapo.train.config import SAPOConfig, accumulation_steps, world_size
+
+
+def test_accumulation_is_derived_from_the_global_batch_and_refused_when_inexact():
+    assert accumulation_steps(64, 8, 8) == 1  # the paper: 8 GPUs x 8
+    assert accumulation_steps(64, 8, 2) == 4
+    assert accumulation_steps(64, 2, 1) == 32
+    with pytest.raises(ValueError, match=r"global_batch_size: 64 is not a multiple of 3 processes x .* = 24"):
+        accumulation_steps(64, 8, 3)
+
+
+def test_world_size_is_what_the_launcher_announces(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert world_size() == 1
+    monkeypatch.setenv("WORLD_SIZE", "8")  # accelerate launch / torchrun set it in every process
+    assert world_size() == 8
+
+
+@pytest.mark.parametrize(("world", "expected"), [(1, 8), (4, 2), (8, 1)])
+def test_config_derives_accumulation_for_this_launch(tmp_path, monkeypatch, world, expected):
+    # Patched, not WORLD_SIZE itself: with it set, building the config would start a process group.
+    monkeypatch.setattr(config_module, "world_size", lambda: world)
+    config = SAPOConfig(output_dir=str(tmp_path), global_batch_size=64, per_device_train_batch_size=8,
+                        report_to="none")  # fmt: skip
+    assert config.gradient_accumulation_steps == expected
+    with pytest.raises(ValueError, match="set one of them"):  # an explicit, different accumulation is not overridden
+        SAPOConfig(output_dir=str(tmp_path), global_batch_size=64, per_device_train_batch_size=8,
+                   gradient_accumulation_steps=expected + 1, report_to="none")  # fmt: skip
+
+
+def test_config_refuses_a_launch_that_cannot_make_the_global_batch(tmp_path, monkeypatch):
+    monkeypatch.setattr(config_module, "world_size", lambda: 3)
+    with pytest.raises(ValueError, match="global_batch_size"):
+        SAPOConfig(output_dir=str(tmp_path), global_batch_size=64, per_device_train_batch_size=8, report_to="none")
+
+
+def test_reference_prompt_split_needs_the_last_turn_as_answer(tmp_path):
+    with pytest.raises(ValueError, match="multi_turn: last"):
+        SAPOConfig(output_dir=str(tmp_path), prompt_split="reference", multi_turn="first", report_to="none")
+    with pytest.raises(ValueError, match="prompt_split"):
+        SAPOConfig(output_dir=str(tmp_path), prompt_split="twice", report_to="none")
