@@ -24,6 +24,15 @@ def filter_logits(logits: torch.Tensor, top_k, top_p: float) -> torch.Tensor:
     return sampling_warpers(1.0, top_k, top_p)(None, logits[None])[0]
 
 
+def test_temperature_divides_the_logits_before_top_k_and_top_p():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
+    assert torch.equal(sampling_warpers(0.5, 0, 1.0)(None, logits.clone()), logits / 0.5)
+    # probs at T=1: .644 .237 .087 .032, head sums .644 .881: top_p .75 keeps two;
+    # at T=2: .455 .276 .167 .102, head sums .455 .731 .898: the same top_p keeps three
+    assert _kept(sampling_warpers(1.0, 0, 0.75)(None, logits.clone())[0]) == [0, 1]
+    assert _kept(sampling_warpers(2.0, 0, 0.75)(None, logits.clone())[0]) == [0, 1, 2]
+
+
 def _kept(logits: torch.Tensor) -> list[int]:
     return torch.isfinite(logits).nonzero().flatten().tolist()
 

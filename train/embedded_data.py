@@ -37,12 +37,13 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
+
+from sapo.files import atomic_write_text
 
 from .embedded_common import Messages
 from .embedded_numbers import (
@@ -153,31 +154,13 @@ def build_embedded_examples(n: int = 400, seed: int = 0) -> list[dict]:
     return examples
 
 
-def _jsonl_bytes(rows: Iterable[dict]) -> bytes:
-    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
-
-
-def _write_atomically(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` at ``path`` through a temporary file in the same folder, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+def _jsonl_text(rows: Iterable[dict]) -> str:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
 
 def write_embedded_dataset(path: str | os.PathLike, n: int = 400, seed: int = 0) -> Path:
     """Write ``build_embedded_examples(n, seed)`` as UTF-8 JSONL at ``path``, atomically."""
-    return _write_atomically(path, _jsonl_bytes(build_embedded_examples(n, seed)))
+    return atomic_write_text(path, _jsonl_text(build_embedded_examples(n, seed)))
 
 
 # ----------------------------------------------------------------------------- the release
@@ -202,13 +185,13 @@ def _release_row(row: dict) -> dict:
 def embedded_release_bytes(rows: Iterable[dict] | None = None) -> bytes:
     """The release file's exact bytes for ``rows`` (default: ``build_embedded_release()``): one JSON object a
     line, keys in a fixed order, UTF-8 as is (``ensure_ascii=False``), each line ending in a newline."""
-    return _jsonl_bytes(_release_row(row) for row in (build_embedded_release() if rows is None else rows))
+    return _jsonl_text(_release_row(row) for row in (build_embedded_release() if rows is None else rows)).encode()
 
 
 def write_embedded_release(path: str | os.PathLike) -> Path:
     """Build the release and write it at ``path``, atomically. To regenerate the shipped file, from the
     repository root: ``write_embedded_release("train/embedded/" + EMBEDDED_RELEASE_FILE)``."""
-    return _write_atomically(path, embedded_release_bytes())
+    return atomic_write_text(path, embedded_release_bytes().decode())
 
 
 def embedded_release_path() -> Traversable:
