@@ -197,10 +197,6 @@ def seed_args(seed: int) -> dict:
     return {"random_seed": seed, "numpy_random_seed": seed, "torch_random_seed": seed, "fewshot_random_seed": seed}
 
 
-def _model_path(model: str) -> str:
-    return resolve_model_path(model)  # a local folder (hub names: their snapshot), or ModelUnavailableError
-
-
 # Tokenizer files, written anew by ``with_chat_template``; every other file of the model is linked.
 _TOKENIZER_FILES = ("tokenizer", "special_tokens_map", "chat_template", "vocab", "merges", "added_tokens")
 
@@ -261,7 +257,7 @@ def run_lm_eval_benchmark(
         raise RecipeError(f"dtype={dtype!r}: expected one of {', '.join(DTYPES)}")
     benchmark = load_benchmark(name)
     workdir = Path(output_dir).resolve() / name
-    model_path = _model_path(model)
+    model_path = resolve_model_path(model)  # a local folder (a hub name: its snapshot)
     label, folder = resolve_data(data, workdir)
     tasks_dir = workdir / "tasks"
     group, names = write_task_configs(benchmark, label, folder, tasks_dir)

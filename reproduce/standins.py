@@ -40,6 +40,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from sapo.files import file_sha256
 from sapo.reproduce.standin_tokenizers import build_llama3_tokenizer, build_mistral_tokenizer
 
 LLAMA3 = "meta-llama/Meta-Llama-3-8B"
@@ -188,19 +189,11 @@ def _write_dataset_files(name: str, folder: Path) -> None:
 # --------------------------------------------------------------------------- the hub cache layout
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _publish_repo(hub: Path, repo_type: str, name: str, staged: Path) -> Path:
     """Move ``staged`` files into ``hub`` as huggingface_hub lays out a download; return the snapshot."""
     repo = hub / f"{repo_type}s--{name.replace('/', '--')}"
     files = sorted(p for p in staged.rglob("*") if p.is_file())
-    hashes = {p.relative_to(staged).as_posix(): _sha256(p) for p in files}
+    hashes = {p.relative_to(staged).as_posix(): file_sha256(p) for p in files}
     # A content-derived revision: the same build gives the same snapshot folder.
     revision = hashlib.sha1(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
     snapshot = repo / "snapshots" / revision

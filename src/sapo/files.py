@@ -116,6 +116,17 @@ def append_rows(handle, rows: list[dict]) -> None:
     os.fsync(handle.fileno())
 
 
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks (weights files run to gigabytes)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 # --------------------------------------------------------------------------- names and the network
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from sapo.errors import ModelUnavailableError
-from sapo.files import is_published, publish_folder
+from sapo.files import file_sha256, is_published, publish_folder
 
 EMBEDDED = "embedded"
 TINY = "tiny"
@@ -221,11 +221,5 @@ def weights_fingerprint(folder: str | Path) -> str | None:
     Results record it beside every score; SPIN's manifest records its reference's."""
     import hashlib
 
-    digests = []
-    for path in sorted(Path(folder).glob("*.safetensors")):
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        digests.append(digest.hexdigest())
+    digests = [file_sha256(path) for path in sorted(Path(folder).glob("*.safetensors"))]
     return hashlib.sha256("".join(digests).encode()).hexdigest() if digests else None
