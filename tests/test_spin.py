@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from sapo.errors import RecipeError
 from sapo.generation import sample_continuations
 from sapo.models import weights_fingerprint
-from sapo.train.spin import SPINConfig, generate_rejected
+from sapo.train.spin import SPINConfig, generate_rejected, retemplate
 
 RECIPE = """\
 method: spin
@@ -65,14 +65,16 @@ def spin_run(tiny_model_dir, tmp_path_factory):
 
 
 def test_each_iteration_generates_with_the_previous_model(spin_run, tiny_model_dir, smol_tokenizer):
-    from sapo.train.data import load_examples
+    from sapo.train.data import TokenLayout, load_examples
 
     examples, _ = load_examples("embedded", smol_tokenizer, max_length=256, max_prompt_length=192, limit=6)
     prompts = [e.prompt_ids for e in examples]
+    eos = [smol_tokenizer.eos_token_id]
     for t, opponent in enumerate([tiny_model_dir, spin_run / "iteration-0"]):
         folder = spin_run / f"iteration-{t}"
         assert sorted(generated_rows(folder)) == list(range(6))
-        expected = greedy(opponent, smol_tokenizer, prompts, 6)
+        expected = [retemplate(answer, smol_tokenizer, TokenLayout(), eos, 256 - len(prompt))
+                    for answer, prompt in zip(greedy(opponent, smol_tokenizer, prompts, 6), prompts, strict=True)]  # fmt: skip
         assert [generated_rows(folder)[i] for i in range(6)] == expected, f"iteration {t}"
     # The test means something only if the two opponents answer differently.
     assert generated_rows(spin_run / "iteration-0") != generated_rows(spin_run / "iteration-1")
@@ -219,3 +221,35 @@ def test_iteration_loss_is_spins_logistic_loss(tiny_model_dir, smol_tokenizer, t
         fake = logp(policy, p.prompt_ids, p.rejected_ids) - logp(reference, p.prompt_ids, p.rejected_ids)
         losses.append(math.log1p(math.exp(-0.7 * (real - fake))))
     assert got == pytest.approx(sum(losses) / len(losses), rel=1e-4)
+
+
+def test_generated_answers_are_retemplated_like_the_real_one(smol_tokenizer):
+    """uclaml/SPIN re-renders every generated answer as an assistant turn, so one cut at the length limit ends
+    with the end-of-turn marker too, and text after an EOS is dropped; 'raw' keeps the tokens as generated."""
+    from sapo.train.data import TokenLayout, load_examples
+
+    tok, layout = smol_tokenizer, TokenLayout()
+    assert layout.answer_frame(tok) == ("", "<|im_end|>\n")
+    eos = [tok.eos_token_id]
+    cut = tok("  Water boils at", add_special_tokens=False).input_ids  # stopped by the budget: no EOS
+    assert tok.decode(retemplate(cut, tok, layout, eos, None)) == "Water boils at<|im_end|>\n"
+    stopped = tok("Yes.", add_special_tokens=False).input_ids + eos + tok("junk", add_special_tokens=False).input_ids
+    assert tok.decode(retemplate(stopped, tok, layout, eos, None)) == "Yes.<|im_end|>\n"
+    assert len(retemplate(cut, tok, layout, eos, 2)) == 2  # max_length leaves room for 2 tokens
+    with_eos = TokenLayout(answer_eos=True)
+    assert retemplate(cut, tok, with_eos, eos, None)[-1] == tok.eos_token_id
+    real = load_examples("embedded", tok, limit=1)[0][0].answer_ids
+    suffix = tok("<|im_end|>\n", add_special_tokens=False).input_ids
+    assert real[-len(suffix) :] == suffix == retemplate(cut, tok, layout, eos, None)[-len(suffix) :]
+
+
+def test_first_turn_keeps_only_the_first_reply(smol_tokenizer):
+    from sapo.chat import render_conversation
+
+    messages = [{"role": "user", "content": "Q1"}, {"role": "assistant", "content": "A1"},
+                {"role": "user", "content": "Q2"}, {"role": "assistant", "content": "A2"}]  # fmt: skip
+    prompt, answer = render_conversation(messages, smol_tokenizer, multi_turn="first_turn", system_prompt="")
+    assert answer == "A1<|im_end|>\n" and prompt.endswith("<|im_start|>user\nQ1<|im_end|>\n<|im_start|>assistant\n")
+    assert "Q2" not in prompt + answer
+    _, rest = render_conversation(messages, smol_tokenizer, multi_turn="first", system_prompt="")
+    assert "Q2" in rest and "A2" in rest

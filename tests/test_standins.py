@@ -223,3 +223,84 @@ def test_eval_of_a_hub_named_base_model_with_a_chat_template(hub, tmp_path, embe
     lm_eval_tokenizer = json.loads((out / "lm_eval_model" / "tokenizer_config.json").read_text())
     template = lm_eval_tokenizer.get("chat_template") or (out / "lm_eval_model" / "chat_template.jinja").read_text()
     assert "<|im_start|>" in template  # IFEval was prompted with ChatML, not a template-less base model
+
+
+def _recipe(path: str, **overrides):
+    from sapo.train.cli import parse_recipe
+
+    return parse_recipe(path, [x for k, v in overrides.items() for x in (f"--{k}", str(v))])[1]
+
+
+def test_llama3_chatml_turn_tokens_are_special(hub, monkeypatch):
+    """chat_format: chatml (the reference's setup_chat_format) on the base LLaMA-3 vocabulary: each <|im_end|> is
+    one special token, the EOS; without it the markers are plain text and no answer holds an EOS."""
+    from sapo.train.cli import run_tokenizer
+    from sapo.train.data import load_examples_from_config
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub[0] / "hub"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(hub[0] / "hub"))
+    monkeypatch.setattr("datasets.config.HF_DATASETS_CACHE", str(hub[0] / "datasets"))
+    config = _recipe("recipes/paper/llama-3-8b/sapo-orpo/config_full.yaml", max_examples=3, output_dir="x")
+    tok = run_tokenizer(config)
+    assert len(tok) == 128258 and (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (128256, 128257, 128257)
+    examples, _ = load_examples_from_config(config, tok)
+    for example in examples:
+        ids = example.prompt_ids + example.answer_ids
+        text = tok.decode(ids)
+        turns = text.count("<|im_start|>")
+        # one <|im_end|> per turn, each a single token, plus the reference's extra EOS after the answer
+        assert ids.count(128257) == turns + 1 == text.count("<|im_end|>")
+        assert example.answer_ids[-3:] == [128257, 198, 128257]  # "<|im_end|>", "\n", EOS
+        assert 128000 not in ids  # prompt_bos: false
+    plain = _recipe("recipes/paper/llama-3-8b/sapo-orpo/config_full.yaml", max_examples=3, output_dir="x")
+    plain.chat_format = None
+    plain_tok = run_tokenizer(plain)
+    plain_ids = load_examples_from_config(plain, plain_tok)[0][0].answer_ids
+    assert len(plain_tok) == 128256 and "<|im_end|>" in plain_tok.decode(plain_ids)
+    assert plain_ids.count(plain_tok.eos_token_id) == 1  # only the appended one: the turn's end is text
+
+
+def test_llama3_chatml_model_resized_and_segment_can_end_early(hub):
+    """After fit_embeddings the stand-in can emit <|im_end|> (id 128257, beyond the base vocabulary) and a SAPO
+    segment stops there; the SFT checkpoint it saves loads with plain from_pretrained and keeps the ids."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sapo.chat import fit_embeddings, resolve_chat_template, setup_chat_format
+    from sapo.generation import sample_continuations, stop_token_ids
+    from sapo.train.segment import splice
+
+    tok = _tokenizer(hub, standins.LLAMA3)
+    assert setup_chat_format(tok, resolve_chat_template("chatml"))
+    assert not setup_chat_format(tok, resolve_chat_template("chatml"))  # a second call adds nothing
+    model = AutoModelForCausalLM.from_pretrained(standins.LLAMA3, cache_dir=hub[0] / "hub", dtype=torch.float32)
+    old_rows = model.get_input_embeddings().weight.detach().clone()
+    fit_embeddings(model, tok)
+    rows = model.get_input_embeddings().weight
+    assert rows.shape[0] == model.get_output_embeddings().weight.shape[0] == 128258
+    assert torch.equal(rows[:128256], old_rows)
+    assert model.generation_config.eos_token_id == 128257 and model.config.pad_token_id == 128257
+    eos, pad = stop_token_ids(model, tok)
+    assert 128257 in eos
+    with torch.no_grad():  # make <|im_end|> the likeliest next token everywhere
+        model.get_output_embeddings().weight[128257] = 50 * model.model.norm.weight.sign()
+    answer = tok("The sky is blue because of Rayleigh scattering.", add_special_tokens=False).input_ids
+    prompt = tok("<|im_start|>user\nWhy?<|im_end|>\n", add_special_tokens=False).input_ids
+    generated = sample_continuations(
+        model,
+        [prompt + answer[:2]],
+        [5],
+        pad_token_id=pad,
+        eos_token_id=eos,
+        temperature=0.7,
+        top_k=50,
+        top_p=0.95,
+        generator=torch.Generator().manual_seed(0),
+    )
+    rejected, ended_early, n = splice(answer, 2, 5, generated[0], eos)
+    assert ended_early and n < 5 and 128257 in rejected
+    folder = hub[0] / "resized"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    again = AutoModelForCausalLM.from_pretrained(folder)
+    assert again.config.vocab_size == 128258 and again.generation_config.eos_token_id == 128257
+    assert AutoTokenizer.from_pretrained(folder)("<|im_end|>", add_special_tokens=False).input_ids == [128257]

@@ -68,15 +68,30 @@ def parse_recipe(path: str | Path, overrides: list[str]):
     return method, config
 
 
-def run_training(method: str, config) -> Path:
-    """Train ``method`` as ``config`` says; return the folder of the final model."""
-    from sapo.chat import resolve_chat_template
-    from sapo.models import load_causal_lm, load_tokenizer, weights_dtype
-    from sapo.train.data import load_examples_from_config, to_dataset
+def run_tokenizer(config):
+    """The run's tokenizer: the model's, with the recipe's chat template and chat format applied."""
+    from sapo.chat import resolve_chat_template, setup_chat_format
+    from sapo.models import load_tokenizer
 
     tokenizer = load_tokenizer(config.model_name_or_path)
     if config.chat_template:
         tokenizer.chat_template = resolve_chat_template(config.chat_template)
+    if config.chat_format:
+        added = setup_chat_format(tokenizer, tokenizer.chat_template)
+        logger.info(
+            f"chat_format {config.chat_format}: {'added' if added else 'found'} {tokenizer.bos_token} and "
+            f"{tokenizer.eos_token} as special tokens (ids {tokenizer.bos_token_id}, {tokenizer.eos_token_id})"
+        )
+    return tokenizer
+
+
+def run_training(method: str, config) -> Path:
+    """Train ``method`` as ``config`` says; return the folder of the final model."""
+    from sapo.chat import fit_embeddings
+    from sapo.models import load_causal_lm, weights_dtype
+    from sapo.train.data import load_examples_from_config, to_dataset
+
+    tokenizer = run_tokenizer(config)
     examples, stats = load_examples_from_config(config, tokenizer)
     logger.info(f"data: {stats.summary()}")
     if method == "spin":
@@ -85,6 +100,8 @@ def run_training(method: str, config) -> Path:
         return run_spin(config, tokenizer, examples)
     # fp32 master weights unless asked: bf16 is mixed precision (bf16 weights lose lr 5e-7 updates outside ZeRO-3).
     model = load_causal_lm(config.model_name_or_path, dtype=weights_dtype(config.model_dtype))
+    if config.chat_format:  # before the trainers copy it into the EMA and reference models
+        fit_embeddings(model, tokenizer)
     if method == "sapo":
         from sapo.train.trainer import SAPOTrainer
 
@@ -169,19 +186,17 @@ def _data_write_embedded(args: argparse.Namespace) -> int:
 
 
 def _data_audit(args: argparse.Namespace) -> int:
-    from sapo.chat import resolve_chat_template
-    from sapo.models import load_tokenizer
     from sapo.train.data import load_examples_from_config
 
     source = args
     if args.recipe:  # the recipe's model, template and data fields: exactly what its training run reads
         _, source = parse_recipe(args.recipe, [])
-        args.model, args.chat_template = source.model_name_or_path, source.chat_template
     elif not args.dataset_name:
         raise RecipeError("sapo data audit: give a DATASET or --recipe RECIPE")
-    tokenizer = load_tokenizer(args.model)
-    if args.chat_template:
-        tokenizer.chat_template = resolve_chat_template(args.chat_template)
+    else:
+        args.model_name_or_path = args.model
+        args.chat_template = args.chat_template or args.chat_format
+    tokenizer = run_tokenizer(source)
     examples, stats = load_examples_from_config(source, tokenizer)
     print(stats.summary())
     specials = {t: tokenizer.convert_tokens_to_ids(t) for t in tokenizer.all_special_tokens}
@@ -223,6 +238,8 @@ def add_data_commands(sub) -> None:
     audit.add_argument("--recipe", help="read model, chat template and every data field from this recipe YAML")
     audit.add_argument("--model", default="embedded", help=MODEL_HELP + " (for its tokenizer)")
     audit.add_argument("--chat-template", help="chatml, zephyr, llama3 or a .jinja file (default: the tokenizer's)")
+    audit.add_argument("--chat-format", choices=["chatml"],
+                       help="make ChatML's markers special tokens first, as the recipe field chat_format does")  # fmt: skip
     audit.add_argument(
         "--split", dest="dataset_split", default="train", help="split for hub data sets (default train)"
     )
@@ -233,7 +250,9 @@ def add_data_commands(sub) -> None:
     audit.add_argument("--max-length", type=int, default=2048, help="token budget of prompt + answer")
     audit.add_argument("--max-prompt-length", type=int, default=1792, help="token budget of the prompt")
     audit.add_argument("--truncation", choices=["truncate", "drop", "reference"], default="truncate")
-    audit.add_argument("--multi-turn", choices=["last", "first"], default="last", help="which turn is the answer")
+    audit.add_argument(
+        "--multi-turn", choices=["last", "first", "first_turn"], default="last", help="which turn is the answer"
+    )
     audit.add_argument("--prompt-split", choices=["render_once", "reference"], default="render_once",
                        help="render once and split (default), or the reference code's separate renders")  # fmt: skip
     audit.add_argument("--no-prompt-bos", dest="prompt_bos", action="store_false", help="no BOS before the prompt")

@@ -18,11 +18,14 @@ from dataclasses import dataclass, field
 import torch
 from trl import DPOConfig
 
+from sapo.chat import CHAT_FORMATS
+
 SAPO_LOSSES = ("dpo", "orpo")
 GENERATORS = ("ema", "policy")
 REF_UPDATES = ("ema", "policy", "fixed")
 TRUNCATIONS = ("truncate", "drop", "reference")
 PROMPT_SPLITS = ("render_once", "reference")
+MULTI_TURNS = ("last", "first", "first_turn")
 
 
 def world_size() -> int:
@@ -70,6 +73,16 @@ class HarnessArguments:
         default=None,
         metadata={"help": "chatml, zephyr, llama3 or a .jinja path; default: the tokenizer's own template."},
     )
+    chat_format: str | None = field(
+        default=None,
+        metadata={
+            "help": "'chatml': make <|im_start|>/<|im_end|> special tokens (BOS <|im_start|>, EOS = pad = "
+            "<|im_end|>) and grow the embeddings, as the reference's setup_chat_format (run_sft.py:150, "
+            "run_orpo.py:153) does for a base model whose vocabulary lacks them (Meta-Llama-3-8B). A no-op on a "
+            "checkpoint that has them already (our SFT output). Sets chat_template to chatml when unset.",
+            "choices": [None, "chatml"],
+        },
+    )
     # Data
     dataset_name: str = field(
         default="embedded",
@@ -102,9 +115,10 @@ class HarnessArguments:
         default="last",
         metadata={
             "help": "Which part of a multi-turn conversation is the answer: 'last' assistant turn (the reference "
-            "code's run_dpo.py / run_orpo.py), or 'first' (the first user turn is the prompt, the rest of the "
-            "conversation the answer, as SPIN's data.py, which the SAPO reference copies but never calls).",
-            "choices": ["last", "first"],
+            "code's run_dpo.py / run_orpo.py); 'first' (the first user turn is the prompt, the rest of the "
+            "conversation the answer); or 'first_turn' (the first user turn is the prompt and the first reply "
+            "the answer, later turns dropped: uclaml/SPIN reformat.py keeps messages[0:2]).",
+            "choices": list(MULTI_TURNS),
         },
     )
     prompt_split: str = field(
@@ -166,12 +180,15 @@ class HarnessArguments:
     def __post_init__(self):
         for name, choices in (
             ("truncation", TRUNCATIONS),
-            ("multi_turn", ("last", "first")),
+            ("multi_turn", MULTI_TURNS),
             ("prompt_split", PROMPT_SPLITS),
             ("on_bad_row", ("error", "skip")),
             ("model_dtype", ("float32", "bfloat16", "float16", "auto")),
         ):
             check_choice(self, name, choices)
+        if self.chat_format is not None:
+            check_choice(self, "chat_format", CHAT_FORMATS)
+            self.chat_template = self.chat_template or self.chat_format
         if self.prompt_split == "reference" and self.multi_turn != "last":
             raise ValueError("prompt_split: 'reference' renders the last message as the answer; set multi_turn: last")
         if self.global_batch_size is not None:

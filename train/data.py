@@ -22,6 +22,7 @@ from sapo.log import get_logger
 logger = get_logger(__name__)
 
 ROLES = ("system", "user", "assistant")
+_ANSWER_PROBE = "SAPOANSWERPROBE"  # no spaces or newlines: survives templates that trim contents
 # Columns tried, in order, when the user names none: Capybara-DPO's `chosen`, plain `messages`,
 # the reference code's reformatted `real`.
 CONVERSATION_FIELDS = ("chosen", "messages", "real")
@@ -183,6 +184,18 @@ class TokenLayout:
     def answer_tokens(self, tokenizer, text: str) -> list[int]:
         ids = tokenizer(text, add_special_tokens=False).input_ids
         return [*ids, tokenizer.eos_token_id] if self.answer_eos else ids
+
+    def answer_frame(self, tokenizer) -> tuple[str, str]:
+        """(text before, text after) an assistant message's content in this layout's answer text: e.g. ("",
+        "<|im_end|>\n") for ChatML rendered once. Found by rendering a probe conversation, so it holds for any
+        template that writes the content verbatim (SPIN re-templates its generated answers with it)."""
+        probe = [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": _ANSWER_PROBE}]
+        answer = self.render(probe, tokenizer)[1]
+        if answer.count(_ANSWER_PROBE) != 1:
+            raise RecipeError("the chat template does not write an assistant message's content verbatim, so a "
+                              "generated answer cannot be re-templated (spin_rejected_format: raw avoids it)")  # fmt: skip
+        before, after = answer.split(_ANSWER_PROBE)
+        return before, after
 
 
 def fit_length(

@@ -13,6 +13,9 @@ from pathlib import Path
 
 from sapo.errors import DataError, RecipeError
 
+CHATML_START, CHATML_END = "<|im_start|>", "<|im_end|>"
+CHAT_FORMATS = ("chatml",)
+
 
 def shipped_templates() -> list[str]:
     """Names of the chat templates that ship with the harness."""
@@ -34,14 +37,17 @@ def resolve_chat_template(name_or_path: str) -> str:
 
 
 def bos_prefix(tokenizer, text: str) -> list[int]:
-    """The BOS id to put before ``text``: [] if the tokenizer adds none or the text has it already."""
+    """The BOS id the tokenizer puts before ``text``: [] if it adds none or the text starts with it already.
+    The id is the one the tokenizer actually prepends, which after ``setup_chat_format`` on LLaMA-3 is still
+    ``<|begin_of_text|>`` (its post-processor's) while ``bos_token`` names ``<|im_start|>``."""
     with_special = tokenizer("a").input_ids
     without = tokenizer("a", add_special_tokens=False).input_ids
-    bos = tokenizer.bos_token_id
-    adds_bos = bos is not None and len(with_special) > len(without) and with_special[0] == bos
-    if not adds_bos or (tokenizer.bos_token and text.startswith(tokenizer.bos_token)):
+    if len(with_special) <= len(without) or with_special[1 : len(without) + 1] != without:
         return []
-    return [bos]
+    first = with_special[0]
+    if text.startswith(tokenizer.convert_ids_to_tokens(first)):
+        return []
+    return [first]
 
 
 def encode(tokenizer, text: str) -> list[int]:
@@ -65,7 +71,8 @@ def render_conversation(
 
     ``multi_turn="last"``: the last assistant turn is the answer and every earlier turn is prompt.
     ``multi_turn="first"``: the prompt is the first user turn (plus a system message) and the
-    answer is everything after it, later user turns included.
+    answer is everything after it, later user turns included. ``"first_turn"``: the same prompt, and
+    the first assistant reply alone as the answer (uclaml/SPIN: real = messages[0:2]).
     ``split="reference"`` renders the two apart, as the SAPO reference code does (see
     ``render_reference_split``); ``multi_turn`` must then be ``last``.
     """
@@ -79,10 +86,15 @@ def render_conversation(
         raise RecipeError(f"prompt_split: expected 'render_once' or 'reference', got {split!r}")
     if multi_turn == "last":
         cut = len(messages) - 1
-    elif multi_turn == "first":
+    elif multi_turn in ("first", "first_turn"):
         cut = next(i for i, m in enumerate(messages) if m["role"] == "user") + 1
+        if multi_turn == "first_turn":  # keep the first reply only
+            reply = next((i for i in range(cut, len(messages)) if messages[i]["role"] == "assistant"), None)
+            if reply is None:
+                raise DataError("multi_turn: 'first_turn' needs an assistant reply after the first user message")
+            messages = messages[: reply + 1]
     else:
-        raise RecipeError(f"multi_turn: expected 'last' or 'first', got {multi_turn!r}")
+        raise RecipeError(f"multi_turn: expected 'last', 'first' or 'first_turn', got {multi_turn!r}")
     full = tokenizer.apply_chat_template(messages, tokenize=False)
     prompt = tokenizer.apply_chat_template(messages[:cut], tokenize=False, add_generation_prompt=True)
     if not full.startswith(prompt):
@@ -100,3 +112,34 @@ def render_reference_split(messages: list[dict], tokenizer) -> tuple[str, str]:
     prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False)
     answer = tokenizer.apply_chat_template(messages[-1:], tokenize=False)
     return prompt, answer
+
+
+def setup_chat_format(tokenizer, template: str) -> bool:
+    """Make ChatML's markers real tokens, as TRL's ``setup_chat_format`` does and the SAPO reference's own
+    copy of it (``alignment/model_utils.py:149-196``, called by ``run_sft.py:150`` and ``run_orpo.py:153``):
+    ``<|im_start|>`` and ``<|im_end|>`` become special tokens, BOS = ``<|im_start|>``, EOS = pad =
+    ``<|im_end|>``. Without it a base vocabulary (Meta-Llama-3-8B) spells the markers as plain text, so no
+    answer ends with an EOS and generation never stops at a turn's end. ``template`` must be a ChatML one.
+    Returns whether tokens were added (then the model's embeddings must grow: ``fit_embeddings``)."""
+    if CHATML_START not in template or CHATML_END not in template:
+        raise RecipeError(f"chat_format: 'chatml' needs a ChatML chat_template (with {CHATML_START} and {CHATML_END})")
+    before = len(tokenizer)
+    tokenizer.add_special_tokens({"additional_special_tokens": [CHATML_START, CHATML_END]})
+    tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token = CHATML_START, CHATML_END, CHATML_END
+    tokenizer.chat_template = template
+    return len(tokenizer) > before
+
+
+def fit_embeddings(model, tokenizer) -> None:
+    """Grow ``model``'s embeddings to the tokenizer's vocabulary when it has more tokens, and give its config and
+    generation config the tokenizer's BOS/EOS/pad ids (what ``setup_chat_format`` does to the model). New rows
+    start at the mean of the old ones (transformers' ``mean_resizing``; the reference's 4.37 drew them at
+    random). Applied to the policy before the EMA and reference copies are made, so all three agree (the
+    reference resizes only the EMA model in run_orpo.py:152-153, leaving the policy unable to embed them)."""
+    if model.get_input_embeddings().weight.shape[0] < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer))
+    for config in (model.config, getattr(model, "generation_config", None)):
+        if config is not None:
+            config.bos_token_id = tokenizer.bos_token_id
+            config.eos_token_id = tokenizer.eos_token_id
+            config.pad_token_id = tokenizer.pad_token_id
