@@ -23,6 +23,7 @@ logs, so anyone can check our numbers with the upstream ``lm_eval`` command. We 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import urllib.error
 import urllib.request
@@ -247,8 +248,10 @@ def run_lm_eval_benchmark(
     seed: int,
     apply_chat_template: bool,
     gen_kwargs: dict | None = None,
+    env: dict[str, str] | None = None,
 ) -> dict:
-    """Run one benchmark of ``tasks/`` through ``lm_eval.simple_evaluate``; see ``run_openllm`` for the result."""
+    """Run one benchmark of ``tasks/`` through ``lm_eval.simple_evaluate``; see ``run_openllm`` for the result.
+    ``env``: variables the upstream command needs to run as recorded (IFEval: ``NLTK_DATA``)."""
     import lm_eval
     from lm_eval.loggers import EvaluationTracker
     from lm_eval.tasks import TaskManager
@@ -303,7 +306,8 @@ def run_lm_eval_benchmark(
         "tasks_dir": str(tasks_dir),
         "lm_eval_group": group,
         "files": files,
-        "lm_eval_command": _upstream_command(model_path, tasks_dir, group, workdir, summary_run),
+        "lm_eval_command": _upstream_command(model_path, tasks_dir, group, workdir, summary_run, env or {}),
+        "lm_eval_env": env or {},
     }
     if label == "fixtures":
         summary["note"] = "FIXTURE data: a pipeline check, not a measurement of the model"
@@ -322,9 +326,10 @@ def _headline_metrics(benchmark: dict, names: dict[str, str], scores: dict) -> t
     return metrics, settings
 
 
-def _upstream_command(model_path: str, tasks_dir: Path, group: str, workdir: Path, run: dict) -> str:
-    """The ``lm_eval`` command line that reruns this evaluation with the upstream tool."""
-    parts = ["lm_eval", "--model", "hf", "--model_args", f"pretrained={model_path},dtype={run['dtype']}",
+def _upstream_command(model_path: str, tasks_dir: Path, group: str, workdir: Path, run: dict, env: dict) -> str:
+    """The shell command that reruns this evaluation with the upstream tool, with the environment it needs in
+    front (offline, IFEval's checker finds NLTK's punkt_tab only through ``NLTK_DATA``)."""
+    parts = [*(f"{key}={value}" for key, value in env.items()), "lm_eval", "--model", "hf", "--model_args", f"pretrained={model_path},dtype={run['dtype']}",
              "--include_path", str(tasks_dir), "--tasks", group, "--batch_size", str(run["batch_size"]),
              "--device", run["device"], "--seed", str(run["seed"]), "--log_samples",
              "--output_path", str(workdir)]  # fmt: skip
@@ -334,7 +339,7 @@ def _upstream_command(model_path: str, tasks_dir: Path, group: str, workdir: Pat
         parts += ["--apply_chat_template"]
     if run["gen_kwargs"]:
         parts += ["--gen_kwargs", ",".join(f"{k}={v}" for k, v in run["gen_kwargs"].items())]
-    return " ".join(parts)
+    return shlex.join(parts)
 
 
 # ---------------------------------------------------------------- the two benchmarks
@@ -377,8 +382,9 @@ def run_ifeval(model: str, *, output_dir: str | Path, limit: int | float | None 
     loose (``metrics`` holds all four; ``average`` is None). ``max_gen_toks`` None keeps the task's
     1280. Same arguments and result as ``run_openllm`` otherwise.
     """
-    ensure_punkt_tab()  # before lm-eval imports its ifeval checker, which downloads when this is missing
+    nltk_root = ensure_punkt_tab()  # before lm-eval imports its ifeval checker, which downloads when this is missing
     gen_kwargs = {"max_gen_toks": max_gen_toks} if max_gen_toks is not None else None
     return run_lm_eval_benchmark("ifeval", model, output_dir=output_dir, limit=limit, batch_size=batch_size,
                                  device=device, dtype=dtype, data=data, seed=seed,
-                                 apply_chat_template=apply_chat_template, gen_kwargs=gen_kwargs)  # fmt: skip
+                                 apply_chat_template=apply_chat_template, gen_kwargs=gen_kwargs,
+                                 env={"NLTK_DATA": str(nltk_root)})  # fmt: skip

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import random
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -150,6 +152,26 @@ def test_numbers_equal_lm_eval_own_api(benchmark, openllm_run, ifeval_run, tiny_
     for key, spec in load_benchmark(benchmark)["tasks"].items():
         for name, lm_eval_key in spec["report"].items():
             assert run["metrics"][name] == direct["results"][run["settings"][key]["lm_eval_task"]][lm_eval_key]
+
+
+def test_recorded_ifeval_command_reruns_offline_to_the_same_numbers(ifeval_run, tmp_path):
+    """results.json's lm_eval_command, run as written by a shell on an offline machine with no NLTK data of its
+    own (fresh HOME, no NLTK_DATA), gives lm-eval's CLI our IFEval numbers exactly."""
+    import shlex
+
+    assert ifeval_run["lm_eval_env"] == {"NLTK_DATA": ifeval_run["lm_eval_command"].split()[0].split("=", 1)[1]}
+    argv = shlex.split(ifeval_run["lm_eval_command"])
+    out = argv.index("--output_path") + 1
+    argv[out] = str(tmp_path / "rerun")  # beside ours, not over it
+    lm_eval_bin = str(Path(sys.executable).parent / "lm_eval")
+    command = " ".join(shlex.quote(lm_eval_bin if a == "lm_eval" else a) for a in argv)
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path / "home"), "HF_HOME": str(tmp_path / "hf"),
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
+    done = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rerun = json.loads(next((tmp_path / "rerun").rglob("results_*.json")).read_text())
+    ours = json.loads(Path(ifeval_run["files"][0]).read_text())
+    assert rerun["results"] == ours["results"]
 
 
 # ---------------------------------------------------------------- (c) NLTK data found offline

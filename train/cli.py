@@ -68,6 +68,22 @@ def parse_recipe(path: str | Path, overrides: list[str]):
     return method, config
 
 
+def engine_name(accelerator) -> str:
+    """How the run is distributed, in words: what a user checks first when a launch config did not take."""
+    from accelerate.utils import DistributedType
+
+    state, kind = accelerator.state, accelerator.state.distributed_type
+    if kind == DistributedType.DEEPSPEED:
+        name = f"DeepSpeed ZeRO-{state.deepspeed_plugin.zero_stage}"
+    elif kind == DistributedType.FSDP:
+        name = f"FSDP{getattr(state.fsdp_plugin, 'fsdp_version', 1)}"
+    elif state.num_processes > 1:
+        name = f"DDP ({kind.value})"
+    else:
+        name = "single process"
+    return f"{name} on {state.num_processes} process{'es' if state.num_processes > 1 else ''}, {accelerator.device}"
+
+
 def run_tokenizer(config):
     """The run's tokenizer: the model's, with the recipe's chat template and chat format applied."""
     from sapo.chat import resolve_chat_template, setup_chat_format
@@ -110,6 +126,7 @@ def run_training(method: str, config) -> Path:
         from sapo.train.baselines import build_baseline_trainer
 
         trainer = build_baseline_trainer(method, config, model, tokenizer, examples)
+    logger.info(f"engine: {engine_name(trainer.accelerator)}")
     trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
     output = Path(config.output_dir)
     trainer.save_model(str(output))

@@ -206,6 +206,7 @@ def run_spin(config: SPINConfig, tokenizer, examples: list[ChatExample]) -> Path
 
     from sapo.chat import fit_embeddings
     from sapo.models import load_causal_lm, resolve_model_path, weights_dtype, weights_fingerprint
+    from sapo.train.cli import engine_name
 
     _ = config.device  # sets up the process group as the trainers will (CPU/gloo when use_cpu)
     state = PartialState()
@@ -250,6 +251,7 @@ def run_spin(config: SPINConfig, tokenizer, examples: list[ChatExample]) -> Path
         args = dataclasses.replace(config, output_dir=str(folder), learning_rate=config.spin_learning_rates[t],
                                    beta=config.spin_betas[t])  # fmt: skip
         trainer = _iteration_trainer(args, model, tokenizer, pairs)
+        logger.info(f"SPIN iteration {t}: {len(pairs)} pairs; engine: {engine_name(trainer.accelerator)}")
         resume = config.resume_from_checkpoint and _last_checkpoint(folder)
         trainer.train(resume_from_checkpoint=resume or None)
         trainer.save_model(str(folder))

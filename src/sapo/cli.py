@@ -92,7 +92,13 @@ def _add_reproduce_command(sub) -> None:
     add_reproduce_command(sub)
 
 
-COMMANDS = [_add_model_commands, _add_train_commands, _add_eval_command, _add_reproduce_command]
+def _add_rehearse_command(sub) -> None:
+    from sapo.reproduce.rehearse import add_rehearse_command
+
+    add_rehearse_command(sub)
+
+
+COMMANDS = [_add_model_commands, _add_train_commands, _add_eval_command, _add_reproduce_command, _add_rehearse_command]
 
 
 def _leaf_parsers(parser: argparse.ArgumentParser):
