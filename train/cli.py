@@ -68,22 +68,6 @@ def parse_recipe(path: str | Path, overrides: list[str]):
     return method, config
 
 
-def engine_name(accelerator) -> str:
-    """How the run is distributed, in words: what a user checks first when a launch config did not take."""
-    from accelerate.utils import DistributedType
-
-    state, kind = accelerator.state, accelerator.state.distributed_type
-    if kind == DistributedType.DEEPSPEED:
-        name = f"DeepSpeed ZeRO-{state.deepspeed_plugin.zero_stage}"
-    elif kind == DistributedType.FSDP:
-        name = f"FSDP{getattr(state.fsdp_plugin, 'fsdp_version', 1)}"
-    elif state.num_processes > 1:
-        name = f"DDP ({kind.value})"
-    else:
-        name = "single process"
-    return f"{name} on {state.num_processes} process{'es' if state.num_processes > 1 else ''}, {accelerator.device}"
-
-
 def run_tokenizer(config):
     """The run's tokenizer: the model's, with the recipe's chat template and chat format applied."""
     from sapo.chat import resolve_chat_template, setup_chat_format
@@ -126,6 +110,8 @@ def run_training(method: str, config) -> Path:
         from sapo.train.baselines import build_baseline_trainer
 
         trainer = build_baseline_trainer(method, config, model, tokenizer, examples)
+    from sapo.log import engine_name
+
     logger.info(f"engine: {engine_name(trainer.accelerator)}")
     trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
     output = Path(config.output_dir)
@@ -217,6 +203,8 @@ def _data_audit(args: argparse.Namespace) -> int:
     examples, stats = load_examples_from_config(source, tokenizer)
     print(stats.summary())
     specials = {t: tokenizer.convert_tokens_to_ids(t) for t in tokenizer.all_special_tokens}
+    if args.json:
+        write_audit_json(args.json, source, examples[: args.show])
     for example in examples[: args.show]:
         ids = example.prompt_ids + example.answer_ids
         counts = {t: ids.count(i) for t, i in specials.items() if ids.count(i)}
@@ -226,6 +214,25 @@ def _data_audit(args: argparse.Namespace) -> int:
         print(f"    special token counts: {counts}")
         print(f"    answer: {tokenizer.decode(example.answer_ids)[:200]!r}")
     return 0
+
+
+def write_audit_json(path: str, source, examples) -> None:
+    """The shown examples with the messages they were made from, for the template-parity audit."""
+    from dataclasses import asdict
+
+    from sapo.files import atomic_write_json
+    from sapo.train.data import TokenLayout, conversation_from_row, read_rows
+
+    layout, wanted, rows = TokenLayout.from_config(source), {e.where: e for e in examples}, []
+    for where, row in read_rows(source.dataset_name, source.dataset_split):
+        if where in wanted:
+            messages = conversation_from_row(row, where, source.dataset_field)
+            example = wanted[where]
+            rows.append({"where": where, "prompt_messages": layout.prompt_messages(messages),
+                         "prompt_ids": example.prompt_ids, "answer_ids": example.answer_ids, "layout": asdict(layout)})  # fmt: skip
+            if len(rows) == len(wanted):
+                break
+    atomic_write_json(path, rows)
 
 
 def add_data_commands(sub) -> None:
@@ -276,4 +283,7 @@ def add_data_commands(sub) -> None:
     audit.add_argument("--answer-eos", action="store_true", help="append one EOS to every answer (reference)")
     audit.add_argument("--on-bad-row", choices=["error", "skip"], default="error")
     audit.add_argument("--show", type=non_negative_int, default=3, help="examples to print (default 3)")
+    audit.add_argument("--json", metavar="FILE",
+                       help="also write the shown examples' prompt messages, prompt and answer ids and token layout "
+                       "to FILE, for comparison with what the benchmarks feed (sapo eval MODEL --show-prompts)")  # fmt: skip
     audit.set_defaults(func=_data_audit)

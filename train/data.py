@@ -185,6 +185,13 @@ class TokenLayout:
         ids = tokenizer(text, add_special_tokens=False).input_ids
         return [*ids, tokenizer.eos_token_id] if self.answer_eos else ids
 
+    def prompt_messages(self, messages: list[dict]) -> list[dict]:
+        """The messages a benchmark would be asked to answer for this example (the prompt's turns, without the
+        system message ``system_prompt`` adds): what the template-parity audit renders the benchmarks' way."""
+        if self.multi_turn == "last":
+            return messages[:-1]
+        return messages[: next(i for i, m in enumerate(messages) if m["role"] == "user") + 1]
+
     def answer_frame(self, tokenizer) -> tuple[str, str]:
         """(text before, text after) an assistant message's content in this layout's answer text: e.g. ("",
         "<|im_end|>\n") for ChatML rendered once. Found by rendering a probe conversation, so it holds for any

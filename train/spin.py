@@ -205,8 +205,8 @@ def run_spin(config: SPINConfig, tokenizer, examples: list[ChatExample]) -> Path
     from accelerate import PartialState
 
     from sapo.chat import fit_embeddings
+    from sapo.log import engine_name
     from sapo.models import load_causal_lm, resolve_model_path, weights_dtype, weights_fingerprint
-    from sapo.train.cli import engine_name
 
     _ = config.device  # sets up the process group as the trainers will (CPU/gloo when use_cpu)
     state = PartialState()

@@ -17,7 +17,6 @@ RNG travel with every checkpoint). ``ModelCardMixin`` adds the model card to the
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from sapo.errors import CheckpointError
 from sapo.generation import sample_continuations, stop_token_ids
 from sapo.train.buffer import BufferEntry, ReplayBuffer, mean_age
 from sapo.train.config import SAPOConfig
+from sapo.train.copies import frozen_copy
 from sapo.train.ema import copy_weights_, ema_update_, paired_parameters
 from sapo.train.health import StuckLossCallback, check_finite
 from sapo.train.losses import orpo_loss
@@ -122,8 +122,8 @@ class SAPOTrainer(ModelCardMixin, DPOTrainer):
             raise TypeError(f"args: expected a SAPOConfig, got {type(args).__name__}")
         # Copies first: DPOTrainer patches model.forward, and a later deepcopy would carry the
         # patched forward bound to the policy.
-        ema_model = copy.deepcopy(model).eval().requires_grad_(False)
-        ref_model = copy.deepcopy(model) if args.sapo_loss == "dpo" else ema_model
+        ema_model = frozen_copy(model)
+        ref_model = frozen_copy(model) if args.sapo_loss == "dpo" else ema_model
         super().__init__(
             model=model,
             ref_model=ref_model,  # for ORPO the EMA stands in, so TRL loads no spare reference

@@ -98,7 +98,45 @@ def _add_rehearse_command(sub) -> None:
     add_rehearse_command(sub)
 
 
-COMMANDS = [_add_model_commands, _add_train_commands, _add_eval_command, _add_reproduce_command, _add_rehearse_command]
+def _prefetch(args: argparse.Namespace) -> int:
+    from sapo.evaluate.prefetch import suite_needs
+    from sapo.prefetch import fetch_all
+    from sapo.train.prefetch import recipe_needs
+
+    needs = []
+    for target in args.targets:
+        if target.endswith((".yaml", ".yml")):
+            needs += recipe_needs(target)
+        else:
+            from sapo.evaluate.cli import parse_suite
+
+            needs += suite_needs(parse_suite(target))
+    fetch_all(needs, dry_run=args.dry_run)
+    return 0
+
+
+def _add_prefetch_command(sub) -> None:
+    p = sub.add_parser(
+        "prefetch",
+        help="download every model, data set and file that recipes or eval suites need (then run offline)",
+        description="On a machine that is online: fetch what each RECIPE (its model and data set) or SUITE "
+        "(openllm, ifeval, mtbench, alpacaeval, or a comma list) needs into the Hugging Face caches, through the "
+        "loaders a run uses, and list them with sizes. Offline (HF_HUB_OFFLINE=1) it checks that the caches hold "
+        "everything, naming what is missing. Runs from another recipe's output (runs/...) are not fetched.",
+    )
+    p.add_argument("targets", nargs="+", metavar="RECIPE|SUITE", help="recipe YAML files and/or suites")
+    p.add_argument("--dry-run", action="store_true", help="list what is needed without fetching")
+    p.set_defaults(func=_prefetch)
+
+
+COMMANDS = [
+    _add_model_commands,
+    _add_train_commands,
+    _add_eval_command,
+    _add_reproduce_command,
+    _add_rehearse_command,
+    _add_prefetch_command,
+]
 
 
 def _leaf_parsers(parser: argparse.ArgumentParser):

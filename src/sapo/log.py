@@ -103,3 +103,19 @@ def setup_logging(level: str = "info") -> None:
         handler._sapo = True
         root.addHandler(handler)
     quiet_upstream()
+
+
+def engine_name(accelerator) -> str:
+    """How the run is distributed, in words: what a user checks first when a launch config did not take."""
+    from accelerate.utils import DistributedType
+
+    state, kind = accelerator.state, accelerator.state.distributed_type
+    if kind == DistributedType.DEEPSPEED:
+        name = f"DeepSpeed ZeRO-{state.deepspeed_plugin.zero_stage}"
+    elif kind == DistributedType.FSDP:
+        name = f"FSDP{getattr(state.fsdp_plugin, 'fsdp_version', 1)}"
+    elif state.num_processes > 1:
+        name = f"DDP ({kind.value})"
+    else:
+        name = "single process"
+    return f"{name} on {state.num_processes} process{'es' if state.num_processes > 1 else ''}, {accelerator.device}"
