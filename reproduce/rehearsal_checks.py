@@ -89,8 +89,10 @@ def _proc_status(pid: int) -> dict[str, float]:
     return {k: int(v.split()[0]) / 1024 for k, v in (line.split(":", 1) for line in lines) if k in ("VmHWM", "VmRSS")}
 
 
-def check_trained(folder: Path) -> dict:
-    """What a user would check first: the folder loads with plain from_pretrained, and what training logged."""
+def check_trained(folder: Path, start: Path | None = None) -> dict:
+    """What a user would check first: the folder loads with plain from_pretrained, training moved the weights
+    away from ``start`` (the model it began from), and what training logged."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     checks: dict = {}
@@ -115,7 +117,39 @@ def check_trained(folder: Path) -> dict:
     if early:
         checks["sapo_ended_early"] = [round(v, 3) for v in early]
     checks["spin_iterations"] = len(list(folder.glob("iteration-*/manifest.json"))) or None
+    if start is not None:
+        changed, compared = tensors_changed(start, model)
+        saved = next(iter(model.state_dict().values())).dtype
+        checks["tensors_changed"] = f"{changed}/{compared}"
+        if saved in (torch.bfloat16, torch.float16) and changed < compared:
+            # ZeRO-3 saves the 16-bit weights (zero3_save_16bit_model, as the reference does): a step smaller than
+            # the format's resolution at the weight (RMSNorm weights near 1.0: 2**-7 in bf16) rounds away on save
+            checks["tensors_changed"] += f" (saved in {str(saved).removeprefix('torch.')}: smaller steps round away)"
+            if changed == 0:
+                checks["failed"] = f"no weight tensor differs from {start.name}"
+        elif changed < compared:
+            checks["failed"] = f"only {changed} of {compared} weight tensors differ from {start.name}"
     return {k: v for k, v in checks.items() if v is not None}
+
+
+def tensors_changed(start: Path, model) -> tuple[int, int]:
+    """(changed, compared): weight tensors of ``model`` that differ from the same-named, same-shaped ones saved in
+    the ``start`` folder (a resized embedding is compared on its original rows)."""
+    import torch
+    from safetensors.torch import load_file
+
+    before = {k: v for f in sorted(start.glob("*.safetensors")) for k, v in load_file(f).items()}
+    changed = compared = 0
+    for name, value in model.state_dict().items():
+        old = before.get(name)
+        if old is None or old.dim() != value.dim():
+            continue
+        rows = value[: old.shape[0]] if old.shape[1:] == value.shape[1:] else None
+        if rows is None or rows.shape != old.shape:
+            continue
+        compared += 1
+        changed += not torch.equal(rows.float(), old.float())
+    return changed, compared
 
 
 def engine_used(log: Path) -> str:

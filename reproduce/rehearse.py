@@ -163,6 +163,13 @@ def sharded_engine_steps(plan: dict, root: Path) -> list[tuple[StepResult, Path]
     return steps
 
 
+def start_folder(step: StepResult, root: Path, workdir: Path, snapshots: dict) -> Path | None:
+    """The folder the run's recipe starts from: a stand-in's snapshot, or an earlier run in the work folder."""
+    recipe = Path(step.argv[step.argv.index("train") + 1])
+    start = yaml.safe_load(recipe.read_text())["model_name_or_path"]
+    return Path(snapshots[start]) if start in snapshots else (workdir / start if (workdir / start).is_dir() else None)
+
+
 def deepspeed_available() -> bool:
     return importlib.util.find_spec("deepspeed") is not None
 
@@ -234,7 +241,8 @@ def rehearse(output: Path, workdir: Path, root: Path | None = None, plan_path: P
         step_env = {**env, "DS_ACCELERATOR": "cpu"} if "DeepSpeed" in step.engine else env
         run_child(step, workdir, step_env, logs)
         if step.returncode == 0:
-            step.checks = {"engine": engine_used(Path(step.log)), **check_trained(workdir / out)}
+            start = start_folder(step, root, workdir, snapshots)
+            step.checks = {"engine": engine_used(Path(step.log)), **check_trained(workdir / out, start)}
         if step.engine in ("DeepSpeed ZeRO-3 (CPU)", "FSDP2"):
             compare_with_ddp(step, f"train {SHARDED_RECIPE} (2 processes)", results)
             if step.engine == "FSDP2" and step.ok and not step.checks["engine"].startswith("FSDP"):
