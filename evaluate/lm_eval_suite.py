@@ -329,7 +329,7 @@ def _headline_metrics(benchmark: dict, names: dict[str, str], scores: dict) -> t
 def _upstream_command(model_path: str, tasks_dir: Path, group: str, workdir: Path, run: dict, env: dict) -> str:
     """The shell command that reruns this evaluation with the upstream tool, with the environment it needs in
     front (offline, IFEval's checker finds NLTK's punkt_tab only through ``NLTK_DATA``)."""
-    parts = [*(f"{key}={value}" for key, value in env.items()), "lm_eval", "--model", "hf", "--model_args", f"pretrained={model_path},dtype={run['dtype']}",
+    parts = ["lm_eval", "--model", "hf", "--model_args", f"pretrained={model_path},dtype={run['dtype']}",
              "--include_path", str(tasks_dir), "--tasks", group, "--batch_size", str(run["batch_size"]),
              "--device", run["device"], "--seed", str(run["seed"]), "--log_samples",
              "--output_path", str(workdir)]  # fmt: skip
@@ -339,7 +339,7 @@ def _upstream_command(model_path: str, tasks_dir: Path, group: str, workdir: Pat
         parts += ["--apply_chat_template"]
     if run["gen_kwargs"]:
         parts += ["--gen_kwargs", ",".join(f"{k}={v}" for k, v in run["gen_kwargs"].items())]
-    return shlex.join(parts)
+    return " ".join([*(f"{key}={shlex.quote(value)}" for key, value in env.items()), shlex.join(parts)])
 
 
 # ---------------------------------------------------------------- the two benchmarks

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sapo.chat import generation_prompt_ids
+from sapo.chat import bos_prefix, generation_prompt_ids
 from sapo.errors import DataError
 
 
@@ -30,7 +30,8 @@ def read_conversations(path: str | Path) -> list[list[dict]]:
 
 
 def benchmark_prompts(loaded, conversations: list[list[dict]]) -> list[dict]:
-    """Per conversation: {"mtbench", "alpacaeval", "lm_eval"} token ids, and each as token strings."""
+    """Per conversation: {"mtbench" (MT-Bench and AlpacaEval: one code path), "lm_eval"} token ids, each also as
+    token strings, and "bos_id": the id our rule puts first (None: the tokenizer adds none)."""
     from lm_eval.models.huggingface import HFLM
 
     tok = loaded.tokenizer
@@ -41,7 +42,8 @@ def benchmark_prompts(loaded, conversations: list[list[dict]]) -> list[dict]:
     for messages in conversations:
         ours = generation_prompt_ids(tok, messages)  # generate_chat: MT-Bench and AlpacaEval alike
         ids, _ = lm.tok_batch_encode([lm.apply_chat_template(messages)])
-        row = {"mtbench": ours, "alpacaeval": ours, "lm_eval": ids[0].tolist()}
+        row = {"mtbench": ours, "lm_eval": ids[0].tolist()}
         row["tokens"] = {name: tok.convert_ids_to_tokens(value) for name, value in row.items()}
+        row["bos_id"] = (bos_prefix(tok, "") or [None])[0]
         rows.append(row)
     return rows

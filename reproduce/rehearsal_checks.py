@@ -180,10 +180,14 @@ def compare_with_ddp(step: StepResult, ddp_name: str, results: list[StepResult])
     if ddp is None or not step.ok:
         return
     ours, theirs = logged(Path(step.log)), logged(Path(ddp.log))
+    if not ours or len(ours) != len(theirs):
+        step.checks["failed"] = f"logged {len(ours)} steps, the DDP run {len(theirs)}"
+        return
     keys = ("loss", "sapo/segment_len", "logps/chosen", "logps/rejected")
-    worst = max(abs(a[k] - b[k]) / max(abs(b[k]), 1e-6) for a, b in zip(ours, theirs, strict=True) for k in keys)
+    worst = max(abs(a[k] - b[k]) / max(abs(b[k]), 1e-6) for a, b in zip(ours, theirs, strict=True) for k in keys
+                if k in a and k in b)  # fmt: skip
     step.checks["max_relative_difference_vs_ddp"] = round(worst, 5)
-    if len(ours) != len(theirs) or worst > 0.01:
+    if worst > 0.01:
         step.checks["failed"] = f"logged values differ from the DDP run by {worst:.3%} (more than 1%)"
 
 
@@ -221,7 +225,7 @@ def compare_prompts(training: dict, as_sent: dict, as_trained: dict) -> tuple[li
         else:
             undeclared.append(f"lm-eval and MT-Bench prompts differ from token {_first_difference(lm_eval, bench)}")
     expected = bench
-    if not layout["prompt_bos"] and expected[:1] != prompt[:1]:
+    if not layout["prompt_bos"] and expected[:1] == [as_trained.get("bos_id")] != prompt[:1]:
         expected = expected[1:]
         declared.append("prompt_bos: false: training puts no BOS before the prompt")
     if layout["prompt_split"] == "reference" and expected[: len(prompt)] == prompt != expected:
@@ -254,7 +258,8 @@ def check_parity(audit: StepResult, prompts: StepResult, folder: Path) -> dict:
     checks = {"rows": len(rows), "declared": sorted(declared), "same": not declared and not undeclared}
     if undeclared:
         checks["failed"] = "; ".join(undeclared)
-    audit.checks, prompts.checks = {"rows": len(rows)}, checks
+    audit.checks["rows"] = len(rows)
+    prompts.checks.update(checks)
     return checks
 
 

@@ -137,29 +137,26 @@ def guard_check() -> StepResult:
     return StepResult("network guard refuses 1.1.1.1:443", "check", [sys.executable, "-c", code])
 
 
-SHARDED_RECIPE = "mistral-7b/sapo-dpo"  # policy, EMA and reference: every copy the sharded engines must handle
 FSDP_ON_CPU = ("accelerate 1.15 turns FSDP on only for accelerator devices: on a machine without one the launch is "
                "MULTI_CPU, whose branch of AcceleratorState never sets DistributedType.FSDP, so the FSDP2 config "
-               "ran as plain DDP; on GPUs the same config shards")  # fmt: skip
+               "ran as plain DDP (its comparison is DDP against DDP); on GPUs the same config shards")  # fmt: skip
 NO_DEEPSPEED = ("DeepSpeed is not installed in this environment (`pip install deepspeed`; `nox -s rehearsal` "
                 "installs it), so ZeRO-3 did not run")  # fmt: skip
+ENGINES = {"zero3": "DeepSpeed ZeRO-3 (CPU)", "fsdp2": "FSDP2 config"}
 
 
 def sharded_engine_steps(plan: dict, root: Path) -> list[tuple[StepResult, Path]]:
-    """The 2-process SAPO-DPO run again under DeepSpeed ZeRO-3 on the CPU accelerator, and under FSDP2."""
-    recipe = recipe_path(root, SHARDED_RECIPE)
-    cuts = run_cuts(plan, yaml.safe_load(recipe.read_text()))
+    """The plan's recipes again under each sharded engine (2 processes)."""
     steps = []
-    for config, engine, tag in (
-        ("zero3_cpu.yaml", "DeepSpeed ZeRO-3 (CPU)", "zero3"),
-        ("fsdp2_cpu.yaml", "FSDP2", "fsdp2"),
-    ):
-        launch = ["accelerate", "launch", "--config_file", str(root / "recipes/accelerate_configs" / config),
-                  "-m", "sapo.cli"]  # fmt: skip
-        output = f"runs/paper-{tag}/{SHARDED_RECIPE}"
-        step = StepResult(f"train {SHARDED_RECIPE} ({engine})", "train", train_argv(launch, recipe, cuts, output),
-                          processes=2, engine=engine, cuts=cuts)  # fmt: skip
-        steps.append((step, Path(output)))
+    for tag, spec in plan["sharded"].items():
+        launch = ["accelerate", "launch", "--config_file", str(root / spec["accelerate_config"]), "-m", "sapo.cli"]
+        for name in spec["recipes"]:
+            recipe = recipe_path(root, name)
+            cuts = run_cuts(plan, yaml.safe_load(recipe.read_text()))
+            output = f"runs/paper-{tag}/{name}"
+            step = StepResult(f"train {name} ({ENGINES[tag]})", "train", train_argv(launch, recipe, cuts, output),
+                              processes=2, engine=ENGINES[tag], cuts=cuts)  # fmt: skip
+            steps.append((step, Path(output)))
     return steps
 
 
@@ -232,28 +229,32 @@ def rehearse(output: Path, workdir: Path, root: Path | None = None, plan_path: P
     env, logs = child_env(hf_home), workdir / "logs"
     results = [run_child(guard_check(), workdir, env, logs)]
     results.append(run_child(prefetch_step(plan, root), workdir, env, logs))
-    results[-1].checks = check_prefetch(results[-1])
+    results[-1].checks.update(check_prefetch(results[-1]))
     notes = []
     for step, out in train_steps(plan, root) + sharded_engine_steps(plan, root):
         if "DeepSpeed" in step.engine and not deepspeed_available():
-            notes.append(NO_DEEPSPEED)
+            if NO_DEEPSPEED not in notes:
+                notes.append(NO_DEEPSPEED)
             continue
         step_env = {**env, "DS_ACCELERATOR": "cpu"} if "DeepSpeed" in step.engine else env
         run_child(step, workdir, step_env, logs)
         if step.returncode == 0:
             start = start_folder(step, root, workdir, snapshots)
-            step.checks = {"engine": engine_used(Path(step.log)), **check_trained(workdir / out, start)}
-        if step.engine in ("DeepSpeed ZeRO-3 (CPU)", "FSDP2"):
-            compare_with_ddp(step, f"train {SHARDED_RECIPE} (2 processes)", results)
-            if step.engine == "FSDP2" and step.ok and not step.checks["engine"].startswith("FSDP"):
+            step.checks.update({"engine": engine_used(Path(step.log)), **check_trained(workdir / out, start)})
+        if step.engine in ENGINES.values():
+            twin = step.name.split(" (")[0] + " (2 processes)"
+            compare_with_ddp(step, twin, results)
+            ran_as_ddp = step.ok and not step.checks["engine"].startswith("FSDP")
+            if step.engine == ENGINES["fsdp2"] and ran_as_ddp and FSDP_ON_CPU not in notes:
                 notes.append(FSDP_ON_CPU)
+            step.engine = step.checks.get("engine", step.engine).split(" on ")[0]  # what ran, not what was asked
         results.append(step)
     for step, out in eval_steps(plan):
         run_child(step, workdir, env, logs)
-        step.checks = check_results(workdir / out, step.argv[step.argv.index("--suite") + 1])
+        step.checks.update(check_results(workdir / out, step.argv[step.argv.index("--suite") + 1]))
         results.append(step)
-    step = run_child(paper_plan_step(), workdir, env, logs)
-    step.checks = check_paper_plan(step)
+    step = run_child(paper_plan_step(), root, env, logs)  # it finds the recipes from the checkout; writes nothing
+    step.checks.update(check_paper_plan(step))
     results.append(step)
     outputs = {
         name: yaml.safe_load(recipe_path(root, name).read_text())["output_dir"] for name in plan["single_process"]

@@ -82,7 +82,7 @@ def test_prompt_comparison_declares_each_named_difference_and_nothing_else():
     without the BOS). prompt_bos: false, prompt_split: reference and lm-eval's BOS rule explain it all."""
     training = {"layout": {"prompt_bos": False, "prompt_split": "reference", "system_prompt": None},
                 "prompt_ids": [5, 6], "answer_ids": [7, 8], "tokens": ["a", "b"]}  # fmt: skip
-    sent = {"mtbench": [1, 5, 6, 7], "lm_eval": [5, 6, 7], "tokens": {"mtbench": ["<s>", "a", "b", "h"]}}
+    sent = {"mtbench": [1, 5, 6, 7], "lm_eval": [5, 6, 7], "tokens": {"mtbench": ["<s>", "a", "b", "h"]}, "bos_id": 1}
     declared, undeclared = rehearsal_checks.compare_prompts(training, sent, sent)
     assert undeclared == [] and len(declared) == 3
     assert any(d.startswith("prompt_bos") for d in declared) and any(d.startswith("prompt_split") for d in declared)
@@ -92,5 +92,7 @@ def test_prompt_comparison_declares_each_named_difference_and_nothing_else():
     assert len(undeclared) == 1 and "differ from token 0" in undeclared[0]
     wrong_answer = {**training, "answer_ids": [9, 8]}  # the answer does not start with the generation prompt
     assert rehearsal_checks.compare_prompts(wrong_answer, sent, sent)[1]
+    not_a_bos = {**sent, "bos_id": None}  # the first token is dropped only when it is the BOS
+    assert rehearsal_checks.compare_prompts(training, not_a_bos, not_a_bos)[1]
     odd_lm_eval = {**sent, "lm_eval": [5, 6, 8]}
     assert "lm-eval and MT-Bench" in rehearsal_checks.compare_prompts(training, odd_lm_eval, odd_lm_eval)[1][0]

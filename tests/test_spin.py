@@ -235,7 +235,8 @@ def test_generated_answers_are_retemplated_like_the_real_one(smol_tokenizer):
     assert tok.decode(retemplate(cut, tok, layout, eos, None)) == "Water boils at<|im_end|>\n"
     stopped = tok("Yes.", add_special_tokens=False).input_ids + eos + tok("junk", add_special_tokens=False).input_ids
     assert tok.decode(retemplate(stopped, tok, layout, eos, None)) == "Yes.<|im_end|>\n"
-    assert len(retemplate(cut, tok, layout, eos, 2)) == 2  # max_length leaves room for 2 tokens
+    short = retemplate(cut, tok, layout, eos, 4)  # max_length leaves room for 4 tokens: the text is cut, not the end
+    assert len(short) == 4 and tok.decode(short) == "Water boils<|im_end|>\n"
     with_eos = TokenLayout(answer_eos=True)
     assert retemplate(cut, tok, with_eos, eos, None)[-1] == tok.eos_token_id
     real = load_examples("embedded", tok, limit=1)[0][0].answer_ids

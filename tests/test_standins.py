@@ -304,3 +304,72 @@ def test_llama3_chatml_model_resized_and_segment_can_end_early(hub):
     again = AutoModelForCausalLM.from_pretrained(folder)
     assert again.config.vocab_size == 128258 and again.generation_config.eos_token_id == 128257
     assert AutoTokenizer.from_pretrained(folder)("<|im_end|>", add_special_tokens=False).input_ids == [128257]
+
+
+@pytest.fixture
+def hub_cache(hub, monkeypatch):
+    """Route this process's hub and datasets loads to the stand-in cache (both libraries read HF_HOME at import)."""
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(hub[0] / "hub"))
+    monkeypatch.setattr("datasets.config.HF_DATASETS_CACHE", str(hub[0] / "datasets"))
+    return hub
+
+
+def test_sft_rows_start_with_the_bos_llama3_prepends_after_chat_format(hub_cache):
+    """prompt_bos: true after chat_format: the tokenizer still prepends <|begin_of_text|> (128000) while its
+    bos_token names <|im_start|>; the SFT row starts with both, as the reference's SFTTrainer tokenized it."""
+    from sapo.train.cli import run_tokenizer
+    from sapo.train.data import load_examples_from_config
+
+    config = _recipe("recipes/paper/llama-3-8b/sft/config_full.yaml", max_examples=2, output_dir="x")
+    tok = run_tokenizer(config)
+    example = load_examples_from_config(config, tok)[0][0]
+    assert example.prompt_ids[:2] == [128000, 128256] and example.prompt_ids.count(128000) == 1
+
+
+def test_prefetch_finds_every_paper_need_in_a_filled_cache(hub_cache, capsys):
+    """Offline, `sapo prefetch` of every paper recipe finds the three models and two data sets in the cache (runs
+    that start from another run's folder need nothing); a need the cache lacks is named."""
+    from sapo.errors import SapoError
+    from sapo.prefetch import Need, fetch_all
+    from sapo.train.prefetch import recipe_needs
+
+    recipes = sorted(Path("recipes/paper").glob("*/*/config_full.yaml"))
+    needs = [need for recipe in recipes for need in recipe_needs(recipe)]
+    rows = fetch_all(needs)
+    assert sorted((r["kind"], r["name"]) for r in rows) == sorted(
+        [("model", n) for n in standins.MODEL_NAMES]
+        + [("dataset", f"{standins.CAPYBARA} [train]"), ("dataset", f"{standins.DEITA} [train_sft]")]
+    )
+    assert all(r["bytes"] > 0 for r in rows) and "total:" in capsys.readouterr().out
+    with pytest.raises(SapoError, match="model nobody/absent"):
+        fetch_all(recipe_needs_for("nobody/absent", tmp=Path(hub_cache[0])))
+    fetch_all([Need("model", "x", lambda: pytest.fail("fetched"), "why")], dry_run=True)
+
+
+def recipe_needs_for(model: str, tmp: Path):
+    from sapo.train.prefetch import recipe_needs
+
+    recipe = tmp / "absent.yaml"
+    recipe.write_text(f"method: sft\nmodel_name_or_path: {model}\ndataset_name: embedded\noutput_dir: x\n")
+    return recipe_needs(recipe)
+
+
+def test_lm_eval_prompt_lacks_the_bos_after_chat_format(hub, tmp_path):
+    """What each benchmark feeds a ChatML LLaMA-3 (sapo eval --show-prompts, through lm-eval's own HFLM): MT-Bench
+    and AlpacaEval put <|begin_of_text|> first, lm-eval does not (its text starts with the bos_token string)."""
+    from transformers import AutoModelForCausalLM
+
+    from sapo.chat import fit_embeddings, resolve_chat_template, setup_chat_format
+    from sapo.evaluate.generation import load_for_eval
+    from sapo.evaluate.prompt_audit import benchmark_prompts
+
+    tok = _tokenizer(hub, standins.LLAMA3)
+    setup_chat_format(tok, resolve_chat_template("chatml"))
+    model = AutoModelForCausalLM.from_pretrained(standins.LLAMA3, cache_dir=hub[0] / "hub")
+    fit_embeddings(model, tok)
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    (row,) = benchmark_prompts(load_for_eval(str(tmp_path / "m")), [[{"role": "user", "content": "Hi"}]])
+    assert row["mtbench"][:2] == [128000, 128256] and row["bos_id"] == 128000
+    assert row["lm_eval"] == row["mtbench"][1:]
+    assert row["tokens"]["lm_eval"][-3:] == ["<|im_start|>", "assistant", "Ċ"]

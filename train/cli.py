@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from sapo.argtypes import non_negative_int
+from sapo.chat import CHAT_FORMATS, MULTI_TURNS
 from sapo.errors import RecipeError
 from sapo.log import get_logger
 from sapo.models import MODEL_HELP
@@ -262,7 +263,7 @@ def add_data_commands(sub) -> None:
     audit.add_argument("--recipe", help="read model, chat template and every data field from this recipe YAML")
     audit.add_argument("--model", default="embedded", help=MODEL_HELP + " (for its tokenizer)")
     audit.add_argument("--chat-template", help="chatml, zephyr, llama3 or a .jinja file (default: the tokenizer's)")
-    audit.add_argument("--chat-format", choices=["chatml"],
+    audit.add_argument("--chat-format", choices=CHAT_FORMATS,
                        help="make ChatML's markers special tokens first, as the recipe field chat_format does")  # fmt: skip
     audit.add_argument(
         "--split", dest="dataset_split", default="train", help="split for hub data sets (default train)"
@@ -274,9 +275,7 @@ def add_data_commands(sub) -> None:
     audit.add_argument("--max-length", type=int, default=2048, help="token budget of prompt + answer")
     audit.add_argument("--max-prompt-length", type=int, default=1792, help="token budget of the prompt")
     audit.add_argument("--truncation", choices=["truncate", "drop", "reference"], default="truncate")
-    audit.add_argument(
-        "--multi-turn", choices=["last", "first", "first_turn"], default="last", help="which turn is the answer"
-    )
+    audit.add_argument("--multi-turn", choices=MULTI_TURNS, default="last", help="which turn is the answer")
     audit.add_argument("--prompt-split", choices=["render_once", "reference"], default="render_once",
                        help="render once and split (default), or the reference code's separate renders")  # fmt: skip
     audit.add_argument("--no-prompt-bos", dest="prompt_bos", action="store_false", help="no BOS before the prompt")

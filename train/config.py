@@ -18,14 +18,13 @@ from dataclasses import dataclass, field
 import torch
 from trl import DPOConfig
 
-from sapo.chat import CHAT_FORMATS
+from sapo.chat import CHAT_FORMATS, MULTI_TURNS
 
 SAPO_LOSSES = ("dpo", "orpo")
 GENERATORS = ("ema", "policy")
 REF_UPDATES = ("ema", "policy", "fixed")
 TRUNCATIONS = ("truncate", "drop", "reference")
 PROMPT_SPLITS = ("render_once", "reference")
-MULTI_TURNS = ("last", "first", "first_turn")
 
 
 def world_size() -> int:
@@ -80,7 +79,7 @@ class HarnessArguments:
             "<|im_end|>) and grow the embeddings, as the reference's setup_chat_format (run_sft.py:150, "
             "run_orpo.py:153) does for a base model whose vocabulary lacks them (Meta-Llama-3-8B). A no-op on a "
             "checkpoint that has them already (our SFT output). Sets chat_template to chatml when unset.",
-            "choices": [None, "chatml"],
+            "choices": [None, *CHAT_FORMATS],
         },
     )
     # Data

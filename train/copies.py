@@ -11,6 +11,7 @@ loads each copy from disk (run_orpo.py:141-150), which cannot give a resized pol
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 
 import torch
 
@@ -28,10 +29,29 @@ def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of ``model`` in eval mode with gradients off, equal to it weight for weight."""
     if not zero3_enabled():
         return copy.deepcopy(model).eval().requires_grad_(False)
+    import deepspeed
     from transformers import AutoModelForCausalLM
 
     twin = AutoModelForCausalLM.from_config(model.config, dtype=next(model.parameters()).dtype)  # under zero.Init
     twin.generation_config = copy.deepcopy(model.generation_config)
     for target, source in zip(*paired_parameters(twin, model), strict=True):
-        target.ds_tensor.copy_(source.ds_tensor)  # this rank's shard; both models are partitioned alike
+        if hasattr(source, "ds_tensor") and source.ds_tensor.shape == target.ds_tensor.shape:
+            target.ds_tensor.copy_(source.ds_tensor)  # this rank's shard; both partitioned alike
+        else:  # e.g. an embedding chat_format resized after loading, held whole: gather, copy, re-partition
+            with deepspeed.zero.GatheredParameters([target, source], modifier_rank=0):
+                if torch.distributed.get_rank() == 0:
+                    target.data.copy_(source.data)
     return twin.eval().requires_grad_(False)
+
+
+@contextmanager
+def gathered(model: torch.nn.Module):
+    """Under ZeRO-3, every parameter of ``model`` whole on every rank for the block (generation with a model no
+    engine wraps: SPIN's opponent answering); otherwise nothing. Every rank must enter it, as it is collective."""
+    if not zero3_enabled():
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(model.parameters())):
+        yield

@@ -52,11 +52,10 @@ def paired_parameters(
     for name, param in target_model.named_parameters():
         if name not in source:
             raise ValueError(f"parameter {name!r} is in the target model but not in the source model")
-        if param.shape != source[name].shape:
-            raise ValueError(
-                f"parameter {name!r} has shape {tuple(param.shape)} in the target but {tuple(source[name].shape)}"
-                " in the source"
-            )
+        # under ZeRO-3 a parameter's shape is its shard's; ds_shape is the whole tensor's
+        shape, source_shape = (tuple(getattr(p, "ds_shape", p.shape)) for p in (param, source[name]))
+        if shape != source_shape:
+            raise ValueError(f"parameter {name!r} has shape {shape} in the target but {source_shape} in the source")
         target_params.append(param)
         source_params.append(source.pop(name))
     if source:

@@ -10,10 +10,10 @@ from sapo.prefetch import Need
 def recipe_needs(recipe: str | Path) -> list[Need]:
     from sapo.train.cli import parse_recipe
 
-    method, config = parse_recipe(str(recipe), [])
+    method, config = parse_recipe(str(recipe), [])  # runs/... names an earlier run's output: nothing to fetch
     needs = []
     model = config.model_name_or_path
-    if model not in ("embedded", "tiny") and not model.startswith(("runs/", "/", ".")):
+    if model not in ("embedded", "tiny") and not Path(model).exists() and not model.startswith("runs/"):
         needs.append(Need("model", model, lambda: [_model_folder(model)], f"{method} in {recipe}"))
     data = config.dataset_name
     if data != "embedded" and not Path(data).exists():

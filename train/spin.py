@@ -39,9 +39,11 @@ from sapo.files import append_rows, atomic_write_json, drop_partial_last_line, r
 from sapo.log import get_logger, progress_disabled
 from sapo.train.baselines import PairedDPOTrainer, paired_dpo_trainer
 from sapo.train.config import HarnessArguments
+from sapo.train.copies import gathered
 from sapo.train.data import ChatExample, TokenLayout
 
 logger = get_logger(__name__)
+SPIN_REJECTED_FORMATS = ("retemplate", "raw")
 MANIFEST = "manifest.json"  # written last into an iteration folder: its presence marks the iteration done
 
 
@@ -78,7 +80,7 @@ class SPINConfig(HarnessArguments, DPOConfig):
             "assistant turn by the chat template, so it ends with the template's end-of-turn marker even when "
             "generation was cut at spin_max_new_tokens, as the real answer does. 'raw': the generated tokens as "
             "they are (a cut-off answer then has no end marker).",
-            "choices": ["retemplate", "raw"],
+            "choices": list(SPIN_REJECTED_FORMATS),
         },
     )
     spin_mix_previous: bool = field(
@@ -98,7 +100,7 @@ class SPINConfig(HarnessArguments, DPOConfig):
                 raise ValueError(f"{name}: needs one value per iteration ({self.spin_iterations}), got {values}")
             if any(v <= 0 for v in values):
                 raise ValueError(f"{name}: values must be > 0, got {values}")
-        if self.spin_rejected_format not in ("retemplate", "raw"):
+        if self.spin_rejected_format not in SPIN_REJECTED_FORMATS:
             raise ValueError(
                 f"spin_rejected_format: expected 'retemplate' or 'raw', got {self.spin_rejected_format!r}"
             )
@@ -127,12 +129,15 @@ def _read_generated(folder: Path) -> dict[int, list[int]]:
 
 def retemplate(generated: list[int], tokenizer, layout: TokenLayout, eos: list[int], room: int | None) -> list[int]:
     """A generated answer as uclaml/SPIN trains on it (generate.py:106, alignment/data.py:35): the text before
-    its first EOS, leading whitespace stripped, rendered as an assistant turn in ``layout``, at most ``room``
-    tokens (what ``max_length`` leaves after the prompt)."""
+    its first EOS, leading whitespace stripped, rendered as an assistant turn in ``layout``. Over ``room`` tokens
+    (what ``max_length`` leaves after the prompt) the text is cut, never the end-of-turn marker after it."""
     cut = next((i for i, token in enumerate(generated) if token in eos), len(generated))
     before, after = layout.answer_frame(tokenizer)
     ids = layout.answer_tokens(tokenizer, before + tokenizer.decode(generated[:cut]).lstrip() + after)
-    return ids[:room] if room is not None else ids
+    if room is None or len(ids) <= room:
+        return ids
+    tail = len(layout.answer_tokens(tokenizer, after))  # the marker (and the extra EOS) as tokenized alone
+    return ids[: max(room - tail, 0)] + ids[-tail:] if tail < room else ids[-room:]
 
 
 def generate_rejected(
@@ -161,7 +166,10 @@ def generate_rejected(
         raise ValueError("generate_rejected: rejected_format 'retemplate' needs the run's token layout")
     folder.mkdir(parents=True, exist_ok=True)
     settings_path = folder / "generation.json"
-    if settings_path.is_file() and json.loads(settings_path.read_text()) != settings:
+    stored = json.loads(settings_path.read_text()) if settings_path.is_file() else None
+    if stored is not None and "rejected_format" in settings:
+        stored.setdefault("rejected_format", "raw")  # written before the field existed: raw tokens
+    if stored is not None and stored != settings:
         raise RecipeError(f"{folder}: generated with other settings ({settings_path}); delete the folder to redo it")
     if rank == 0:
         atomic_write_json(settings_path, settings)
@@ -172,8 +180,8 @@ def generate_rejected(
     drop_partial_last_line(path)  # this rank's own file only
     eos, pad = stop_token_ids(model, tokenizer)
     batch_size = settings["batch_size"]
-    with path.open("a", encoding="utf-8") as out, tqdm(total=len(todo), desc=f"SPIN generation {folder.name}",
-                                                        disable=rank != 0 or progress_disabled()) as bar:  # fmt: skip
+    bar = tqdm(total=len(todo), desc=f"SPIN generation {folder.name}", disable=rank != 0 or progress_disabled())
+    with gathered(model), path.open("a", encoding="utf-8") as out, bar:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
             prompts = [examples[i].prompt_ids for i in batch]

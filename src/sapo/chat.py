@@ -14,7 +14,8 @@ from pathlib import Path
 from sapo.errors import DataError, RecipeError
 
 CHATML_START, CHATML_END = "<|im_start|>", "<|im_end|>"
-CHAT_FORMATS = ("chatml",)
+CHAT_FORMATS = ("chatml",)  # chat_format values (setup_chat_format)
+MULTI_TURNS = ("last", "first", "first_turn")  # which turns are the answer (render_conversation)
 
 
 def shipped_templates() -> list[str]:
@@ -72,7 +73,8 @@ def render_conversation(
     ``multi_turn="last"``: the last assistant turn is the answer and every earlier turn is prompt.
     ``multi_turn="first"``: the prompt is the first user turn (plus a system message) and the
     answer is everything after it, later user turns included. ``"first_turn"``: the same prompt, and
-    the first assistant reply alone as the answer (uclaml/SPIN: real = messages[0:2]).
+    the first assistant reply after it as the answer, later turns dropped (uclaml/SPIN keeps messages[0:2],
+    which is the same on data whose first message is the user's).
     ``split="reference"`` renders the two apart, as the SAPO reference code does (see
     ``render_reference_split``); ``multi_turn`` must then be ``last``.
     """
@@ -136,7 +138,8 @@ def fit_embeddings(model, tokenizer) -> None:
     start at the mean of the old ones (transformers' ``mean_resizing``; the reference's 4.37 drew them at
     random). Applied to the policy before the EMA and reference copies are made, so all three agree (the
     reference resizes only the EMA model in run_orpo.py:152-153, leaving the policy unable to embed them)."""
-    if model.get_input_embeddings().weight.shape[0] < len(tokenizer):
+    weight = model.get_input_embeddings().weight
+    if getattr(weight, "ds_shape", weight.shape)[0] < len(tokenizer):  # ZeRO-3: a shard's shape is (0,)
         model.resize_token_embeddings(len(tokenizer))
     for config in (model.config, getattr(model, "generation_config", None)):
         if config is not None:

@@ -55,8 +55,8 @@ def fetch_all(needs: list[Need], dry_run: bool = False) -> list[dict]:
             continue
         try:
             paths = need.fetch()
-        except SapoError:
-            raise
+        except SapoError as err:
+            raise SapoError(f"prefetch: {need.kind} {need.name}: {err}") from err
         except Exception as err:  # hub and datasets errors are many types; each names what failed
             raise SapoError(f"prefetch: {need.kind} {need.name}: {type(err).__name__}: {str(err)[:300]}") from err
         rows.append({"kind": need.kind, "name": need.name, "bytes": size_of(paths), "where": [str(p) for p in paths]})
