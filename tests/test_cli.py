@@ -69,3 +69,29 @@ def test_log_level_after_the_recipe_is_ours_not_a_config_override(capsys, tmp_pa
     recipe.write_text("method: sapo\nbeta: -1\n")  # rejected by the config, after --log-level was taken out
     assert main(["train", str(recipe), "--log-level", "warning"]) == 2
     assert "beta" in capsys.readouterr().err
+
+
+def test_audit_json_and_show_prompts_agree_on_a_render_once_layout(capsys, tiny_model_dir, tmp_path):
+    """`sapo data audit --json` writes what training tokenized; `sapo eval --show-prompts` what the benchmarks
+    feed: on SmolLM2 (render once, no BOS added) the prompts are the same ids, lm-eval's included."""
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"prompt": "Name a color.", "chosen": "Blue."}) + "\n")
+    audit = tmp_path / "audit.json"
+    assert main(["data", "audit", str(data), "--model", str(tiny_model_dir), "--show", "1", "--json", str(audit)]) == 0
+    (row,) = json.loads(audit.read_text())
+    assert row["prompt_messages"] == [{"role": "user", "content": "Name a color."}] and row["where"].endswith("line 1")
+    conversations = tmp_path / "c.json"
+    conversations.write_text(json.dumps([row["prompt_messages"]]))
+    capsys.readouterr()
+    assert main(["eval", str(tiny_model_dir), "--show-prompts", str(conversations)]) == 0
+    (asked,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert asked["mtbench"] == asked["lm_eval"] == row["prompt_ids"] and asked["bos_id"] is None
+    assert asked["tokens"]["mtbench"][-4:] == ["<|im_start|>", "ass", "istant", "Ċ"]  # the generation prompt
+
+
+def test_engine_name_says_how_the_run_is_distributed():
+    from accelerate import Accelerator
+
+    from sapo.log import engine_name
+
+    assert engine_name(Accelerator(cpu=True)) == "single process on 1 process, cpu"

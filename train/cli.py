@@ -225,7 +225,7 @@ def write_audit_json(path: str, source, examples) -> None:
     from sapo.train.data import TokenLayout, conversation_from_row, read_rows
 
     layout, wanted, rows = TokenLayout.from_config(source), {e.where: e for e in examples}, []
-    for where, row in read_rows(source.dataset_name, source.dataset_split):
+    for where, row in read_rows(source.dataset_name, source.dataset_split) if wanted else ():
         if where in wanted:
             messages = conversation_from_row(row, where, source.dataset_field)
             example = wanted[where]
