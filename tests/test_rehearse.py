@@ -96,3 +96,16 @@ def test_prompt_comparison_declares_each_named_difference_and_nothing_else():
     assert rehearsal_checks.compare_prompts(training, not_a_bos, not_a_bos)[1]
     odd_lm_eval = {**sent, "lm_eval": [5, 6, 8]}
     assert "lm-eval and MT-Bench" in rehearsal_checks.compare_prompts(training, odd_lm_eval, odd_lm_eval)[1][0]
+
+
+def test_a_sentencepiece_answer_header_is_declared_under_the_reference_split():
+    """Mistral: the answer tokenized alone starts '▁<' (id 9) where generation continues '<' (id 8)."""
+    training = {"layout": {"prompt_bos": True, "prompt_split": "reference", "system_prompt": None},
+                "prompt_ids": [1, 5], "answer_ids": [9, 7, 3], "tokens": ["<s>", "a"],
+                "answer_tokens": ["\u2581<", "|", "x"]}  # fmt: skip
+    sent = {"mtbench": [1, 5, 8, 7], "lm_eval": [1, 5, 8, 7], "bos_id": 1,
+            "tokens": {"mtbench": ["<s>", "a", "<", "|"], "lm_eval": ["<s>", "a", "<", "|"]}}  # fmt: skip
+    declared, undeclared = rehearsal_checks.compare_prompts(training, sent, sent)
+    assert undeclared == [] and "SentencePiece" in declared[0]
+    other = {**training, "answer_tokens": ["\u2581>", "|", "x"]}
+    assert rehearsal_checks.compare_prompts(other, sent, sent)[1]

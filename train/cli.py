@@ -205,7 +205,7 @@ def _data_audit(args: argparse.Namespace) -> int:
     print(stats.summary())
     specials = {t: tokenizer.convert_tokens_to_ids(t) for t in tokenizer.all_special_tokens}
     if args.json:
-        write_audit_json(args.json, source, examples[: args.show])
+        write_audit_json(args.json, source, examples[: args.show], tokenizer)
     for example in examples[: args.show]:
         ids = example.prompt_ids + example.answer_ids
         counts = {t: ids.count(i) for t, i in specials.items() if ids.count(i)}
@@ -217,7 +217,7 @@ def _data_audit(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_audit_json(path: str, source, examples) -> None:
+def write_audit_json(path: str, source, examples, tokenizer) -> None:
     """The shown examples with the messages they were made from, for the template-parity audit."""
     from dataclasses import asdict
 
@@ -230,7 +230,8 @@ def write_audit_json(path: str, source, examples) -> None:
             messages = conversation_from_row(row, where, source.dataset_field)
             example = wanted[where]
             rows.append({"where": where, "prompt_messages": layout.prompt_messages(messages),
-                         "prompt_ids": example.prompt_ids, "answer_ids": example.answer_ids, "layout": asdict(layout)})  # fmt: skip
+                         "prompt_ids": example.prompt_ids, "answer_ids": example.answer_ids, "layout": asdict(layout),
+                         "answer_tokens": tokenizer.convert_ids_to_tokens(example.answer_ids)})  # fmt: skip
             if len(rows) == len(wanted):
                 break
     atomic_write_json(path, rows)
