@@ -93,25 +93,31 @@ def train_argv(launcher: list[str], recipe: Path, cuts: dict, output_dir: str | 
     return argv + (["--output_dir", output_dir] if output_dir else [])
 
 
+def read_recipe(root: Path, name: str) -> dict:
+    return yaml.safe_load(recipe_path(root, name).read_text())
+
+
+def accelerate_launcher(root: Path, config: str) -> list[str]:
+    return ["accelerate", "launch", "--config_file", str(root / config), "-m", "sapo.cli"]
+
+
+def train_step(plan: dict, root: Path, name: str, launcher: list[str], *, label: str = "", output: str | None = None,
+               processes: int = 1, engine: str = "plain") -> tuple[StepResult, Path]:  # fmt: skip
+    """(step, output folder) training recipe ``name`` with the plan's cuts; ``output`` None: the recipe's own."""
+    body = read_recipe(root, name)
+    cuts = run_cuts(plan, body)
+    argv = train_argv(launcher, recipe_path(root, name), cuts, output)
+    step = StepResult(f"train {name}{label}", "train", argv, processes=processes, engine=engine, cuts=cuts)
+    return step, Path(output or body["output_dir"])
+
+
 def train_steps(plan: dict, root: Path) -> list[tuple[StepResult, Path]]:
     """(step, output folder) for every single-process run, then every multi-process one."""
-    steps = []
-    for name in plan["single_process"]:
-        recipe = recipe_path(root, name)
-        body = yaml.safe_load(recipe.read_text())
-        cuts = run_cuts(plan, body)
-        result = StepResult(f"train {name}", "train", train_argv(SAPO, recipe, cuts), cuts=cuts)
-        steps.append((result, Path(body["output_dir"])))
+    steps = [train_step(plan, root, name, SAPO) for name in plan["single_process"]]
     two = plan["two_processes"]
-    launch = ["accelerate", "launch", "--config_file", str(root / two["accelerate_config"]), "-m", "sapo.cli"]
-    for name in two["recipes"]:
-        recipe = recipe_path(root, name)
-        body = yaml.safe_load(recipe.read_text())
-        cuts = run_cuts(plan, body)
-        output = f"runs/paper-2proc/{name}"
-        result = StepResult(f"train {name} (2 processes)", "train", train_argv(launch, recipe, cuts, output),
-                            processes=2, engine="DDP (gloo)", cuts=cuts)  # fmt: skip
-        steps.append((result, Path(output)))
+    launch = accelerate_launcher(root, two["accelerate_config"])
+    steps += [train_step(plan, root, name, launch, label=" (2 processes)", output=f"runs/paper-2proc/{name}",
+                         processes=2, engine="DDP (gloo)") for name in two["recipes"]]  # fmt: skip
     return steps
 
 
@@ -147,17 +153,10 @@ ENGINES = {"zero3": "DeepSpeed ZeRO-3 (CPU)", "fsdp2": "FSDP2 config"}
 
 def sharded_engine_steps(plan: dict, root: Path) -> list[tuple[StepResult, Path]]:
     """The plan's recipes again under each sharded engine (2 processes)."""
-    steps = []
-    for tag, spec in plan["sharded"].items():
-        launch = ["accelerate", "launch", "--config_file", str(root / spec["accelerate_config"]), "-m", "sapo.cli"]
-        for name in spec["recipes"]:
-            recipe = recipe_path(root, name)
-            cuts = run_cuts(plan, yaml.safe_load(recipe.read_text()))
-            output = f"runs/paper-{tag}/{name}"
-            step = StepResult(f"train {name} ({ENGINES[tag]})", "train", train_argv(launch, recipe, cuts, output),
-                              processes=2, engine=ENGINES[tag], cuts=cuts)  # fmt: skip
-            steps.append((step, Path(output)))
-    return steps
+    return [train_step(plan, root, name, accelerate_launcher(root, spec["accelerate_config"]),
+                       label=f" ({ENGINES[tag]})", output=f"runs/paper-{tag}/{name}", processes=2,
+                       engine=ENGINES[tag])
+            for tag, spec in plan["sharded"].items() for name in spec["recipes"]]  # fmt: skip
 
 
 def start_folder(step: StepResult, root: Path, workdir: Path, snapshots: dict) -> Path | None:
@@ -256,9 +255,7 @@ def rehearse(output: Path, workdir: Path, root: Path | None = None, plan_path: P
     step = run_child(paper_plan_step(), root, env, logs)  # it finds the recipes from the checkout; writes nothing
     step.checks.update(check_paper_plan(step))
     results.append(step)
-    outputs = {
-        name: yaml.safe_load(recipe_path(root, name).read_text())["output_dir"] for name in plan["single_process"]
-    }
+    outputs = {name: read_recipe(root, name)["output_dir"] for name in plan["single_process"]}
     for audit, folder in parity_steps(plan, root, workdir):
         name = audit.name.removeprefix("audit ")
         results.append(run_child(audit, workdir, env, logs))

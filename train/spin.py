@@ -127,12 +127,13 @@ def _read_generated(folder: Path) -> dict[int, list[int]]:
             for row in read_complete_rows(path)}  # fmt: skip
 
 
-def retemplate(generated: list[int], tokenizer, layout: TokenLayout, eos: list[int], room: int | None) -> list[int]:
+def retemplate(generated: list[int], tokenizer, layout: TokenLayout, eos: list[int], room: int | None,
+               frame: tuple[str, str] | None = None) -> list[int]:  # fmt: skip
     """A generated answer as uclaml/SPIN trains on it (generate.py:106, alignment/data.py:35): the text before
     its first EOS, leading whitespace stripped, rendered as an assistant turn in ``layout``. Over ``room`` tokens
     (what ``max_length`` leaves after the prompt) the text is cut, never the end-of-turn marker after it."""
     cut = next((i for i, token in enumerate(generated) if token in eos), len(generated))
-    before, after = layout.answer_frame(tokenizer)
+    before, after = frame or layout.answer_frame(tokenizer)  # ``frame``: answer_frame computed once by the caller
     ids = layout.answer_tokens(tokenizer, before + tokenizer.decode(generated[:cut]).lstrip() + after)
     if room is None or len(ids) <= room:
         return ids
@@ -179,6 +180,7 @@ def generate_rejected(
     path = folder / ("generated.jsonl" if world == 1 else f"generated_rank{rank}.jsonl")
     drop_partial_last_line(path)  # this rank's own file only
     eos, pad = stop_token_ids(model, tokenizer)
+    frame = layout.answer_frame(tokenizer) if settings.get("rejected_format") == "retemplate" else None
     batch_size = settings["batch_size"]
     bar = tqdm(total=len(todo), desc=f"SPIN generation {folder.name}", disable=rank != 0 or progress_disabled())
     with gathered(model), path.open("a", encoding="utf-8") as out, bar:
@@ -190,7 +192,7 @@ def generate_rejected(
                                            temperature=1.0, top_k=0, top_p=1.0, generator=None, do_sample=False)  # fmt: skip
             if settings.get("rejected_format") == "retemplate":
                 room = [settings["max_length"] - len(p) if settings["max_length"] else None for p in prompts]
-                answers = [retemplate(a, tokenizer, layout, eos, r) for a, r in zip(answers, room, strict=True)]
+                answers = [retemplate(a, tokenizer, layout, eos, r, frame) for a, r in zip(answers, room, strict=True)]
             append_rows(out, [{"index": i, "where": examples[i].where, "rejected_ids": answer,
                                "text": tokenizer.decode(answer)} for i, answer in zip(batch, answers, strict=True)])  # fmt: skip
             bar.update(len(batch))
