@@ -44,6 +44,8 @@ from pathlib import Path
 from unittest import mock
 
 from sapo.errors import DataError, RecipeError
+from sapo.evaluate.items import alpacaeval_items, bootstrap_all, write_items
+from sapo.evaluate.uncertainty import normal_interval
 from sapo.files import atomic_write_json, hub_offline
 from sapo.log import get_logger
 
@@ -346,6 +348,15 @@ def run_alpacaeval(loaded, judge, output_dir: Path, *, data: str = "auto", limit
     )  # fmt: skip
     scores = {key: _plain(value) for key, value in leaderboard.loc[loaded.model_id].items() if key != "mode"}
     scores["unparsed"] = len(rows) - int(scores["n_total"])  # no preference parsed: dropped by alpaca_eval
+    annotations = json.loads((folder / "annotations.json").read_text(encoding="utf-8"))
+    items = alpacaeval_items(annotations, outputs)
+    uncertainty = bootstrap_all(items, unit="instructions")
+    lc_name = {"lc_minimal": "lc_minimal", "length_controlled_v1": "length_controlled"}.get(scores.get("lc_variant"))
+    if lc_name:  # a GLM refit per model, not a mean over items: alpaca_eval's own standard error
+        lc_key = "lc_minimal_winrate" if lc_name == "lc_minimal" else "length_controlled_winrate"
+        lc_stderr = scores.get("lc_minimal_standard_error" if lc_name == "lc_minimal" else "lc_standard_error")
+        uncertainty[lc_key] = normal_interval(scores[lc_key], lc_stderr, len(annotations),
+                                              "alpaca_eval's LC standard error (GLM fit uncertainty left out)").as_dict()  # fmt: skip
     variant = scores.get("lc_variant")
     notes = {None: f"not computed: fewer than {LC_MIN_ROWS} judged instructions",
              "lc_minimal": "alpaca_eval's length_controlled_minimal GLM (no df_gamed.csv): not comparable with "
@@ -355,6 +366,8 @@ def run_alpacaeval(loaded, judge, output_dir: Path, *, data: str = "auto", limit
         "instructions": len(rows),
         "complete": bench.source != "fixtures" and len(rows) == FULL_SET,
         "metrics": scores,
+        "uncertainty": uncertainty,
+        "items": write_items(folder, "alpacaeval", items),
         "annotator": config.parent.name,
         "judge": judge.settings.describe(),
         "lc": {"variant": variant, "df_gamed": str(gamed) if official else None, "note": notes[variant]},

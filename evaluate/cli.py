@@ -214,10 +214,22 @@ def format_summary(results_path: Path) -> str:
         if "skipped" in entry:
             lines.append(f"  {name:<11} skipped: {entry['skipped']}")
             continue
-        metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                            for k, v in entry.get("metrics", {}).items())  # fmt: skip
+        intervals = entry.get("uncertainty", {})
+        metrics = ", ".join(_shown(k, v, intervals.get(k)) for k, v in entry.get("metrics", {}).items())
+        if entry.get("average") is not None:
+            metrics = f"{_shown('average', entry['average'], intervals.get('average'))}, {metrics}"
         lines.append(f"  {name:<11} [{entry.get('data', '?')}] {metrics}")
     return "\n".join(lines)
+
+
+def _shown(name: str, value, interval: dict | None) -> str:
+    """``name=value``, with ``± half-width`` of its 95% interval when one is stored."""
+    if not isinstance(value, float):
+        return f"{name}={value}"
+    text = f"{name}={value:.4g}"
+    if interval and interval.get("ci95"):
+        text += f" ± {(interval['ci95'][1] - interval['ci95'][0]) / 2:.2g}"
+    return text
 
 
 def add_eval_command(sub) -> None:

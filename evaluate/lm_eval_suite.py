@@ -32,6 +32,7 @@ from pathlib import Path
 import yaml
 
 from sapo.errors import DataError, RecipeError
+from sapo.evaluate.items import lm_eval_intervals, lm_eval_items, write_items
 from sapo.evaluate.nltk_data import ensure_punkt_tab
 from sapo.files import hub_offline
 from sapo.log import get_logger
@@ -54,7 +55,10 @@ def load_benchmark(name: str) -> dict:
     if not path.is_file():
         known = sorted(p.stem for p in TASKS_DIR.glob("*.yaml"))
         raise RecipeError(f"unknown lm-eval benchmark {name!r}; known: {', '.join(known)}")
-    return yaml.safe_load(path.read_text())
+    body = yaml.safe_load(path.read_text())
+    if body.get("uncertainty") not in ("lm-eval", "bootstrap"):
+        raise RecipeError(f"{path}: uncertainty: expected lm-eval or bootstrap, got {body.get('uncertainty')!r}")
+    return body
 
 
 def _lm_eval_tasks_dir() -> Path:
@@ -220,9 +224,8 @@ def with_chat_template(model_path: str | Path, template: str, folder: Path) -> P
     return folder
 
 
-def _save_lm_eval_outputs(results: dict, tracker) -> list[str]:
+def _save_lm_eval_outputs(results: dict, samples: dict, tracker) -> list[str]:
     """Write lm-eval's results JSON and per-task sample logs as its CLI does; return their paths."""
-    samples = results.pop("samples")
     tracker.save_results_aggregated(results=results, samples=samples)
     for task_name in results["configs"]:
         tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
@@ -285,7 +288,9 @@ def run_lm_eval_benchmark(
         task_manager=task_manager,
         **seed_args(seed),
     )
-    files = _save_lm_eval_outputs(results, tracker)
+    samples = results.pop("samples")
+    files = _save_lm_eval_outputs(results, samples, tracker)
+    items = lm_eval_items(benchmark, names, samples, results.get("group_subtasks", {}))
 
     summary_run = {"limit": limit, "batch_size": batch_size, "device": device, "dtype": dtype, "seed": seed,
                    "apply_chat_template": apply_chat_template, "gen_kwargs": gen_kwargs}  # fmt: skip
@@ -300,6 +305,8 @@ def run_lm_eval_benchmark(
         "model_path": model_path,
         "metrics": metrics,
         "average": average,
+        "uncertainty": lm_eval_intervals(benchmark, names, results["results"], items),
+        "items": write_items(workdir, name, items, {"average": averaged} if averaged else None),
         "settings": settings,
         "run": summary_run,
         "lm_eval_version": lm_eval.__version__,

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sapo.errors import DataError
+from sapo.evaluate.items import bootstrap_all, mtbench_items, write_items
 from sapo.files import atomic_write_json, read_jsonl, safe_name, write_jsonl
 
 # FastChat llm_judge/common.py: categories judged against a reference answer, sampling temperatures.
@@ -218,11 +219,14 @@ def run_mtbench(loaded, judge, output_dir: Path, *, data: str = "auto", limit: i
     judgments = judge_answers(judge, bench, answers, parallel=parallel)
     judgment_path = folder / "model_judgment" / f"{safe_name(judge.settings.name)}_single.jsonl"
     write_jsonl(judgment_path, judgments)
+    items = mtbench_items(judgments, questions)
     return {
         "data": bench.source,
         "questions": len(questions),
         "complete": len(questions) == len(bench.questions),
         "metrics": summarize(judgments),
+        "uncertainty": bootstrap_all(items, unit="questions"),
+        "items": write_items(folder, "mtbench", items),
         "judge": judge.settings.describe(),
         "settings": {"max_new_tokens": max_new_tokens, "temperatures": "FastChat per category",
                      "judge_temperature": 0, "judge_max_tokens": 2048, "prompts": "FastChat single-v1/single-math-v1",

@@ -4,6 +4,9 @@
 ``sapo.evaluate.results``) in, a ``Table`` of cells out. Each format is a function of that
 ``Table``; ``render_table`` loads, builds and writes all three. Per metric the columns are
 paper / ours / difference (ours minus paper, only where both exist and the scale is comparable).
+Ours is printed ``value ± h``, h the half-width of its 95% interval as ``sapo eval`` stored it
+(``benchmarks.<suite>.uncertainty.<metric>``); the method of each suite's intervals is listed
+under the table.
 
 Marks: † on a paper number not verified against the paper (the note names its sources);
 ‡, § on ours when it came from a fallback metric (see ``tables/columns.yaml``).
@@ -36,6 +39,7 @@ class Cell:
     ours: float | None  # in the paper's unit (column.scale applied)
     fallback: Fallback | None  # set when ours came from a fallback path
     difference: float | None
+    interval: dict | None = None  # ours' uncertainty entry, ci95 and stderr in the paper's unit
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,18 @@ def measured_value(results: dict | None, column: Column) -> tuple[float | None, 
     return None, None
 
 
+def measured_interval(results: dict | None, path: str, scale: float) -> dict | None:
+    """The uncertainty entry of the metric at ``path`` (``<suite>.metrics.<m>`` or ``<suite>.<m>`` ->
+    ``<suite>.uncertainty.<m>``), its stderr and ci95 in the paper's unit; None when not stored."""
+    parts = path.split(".")
+    entry = (results or {}).get("benchmarks", {}).get(parts[0], {}).get("uncertainty", {}).get(parts[-1])
+    if not isinstance(entry, Mapping):
+        return None
+    ci95 = [v * scale for v in entry["ci95"]] if entry.get("ci95") else None
+    stderr = entry["stderr"] * scale if entry.get("stderr") is not None else None
+    return {**entry, "ci95": ci95, "stderr": stderr}
+
+
 def normalise_runs(spec: TableSpec, scale: str, runs: Mapping) -> dict[str, dict]:
     """``runs`` keyed ``"<model>/<row>"`` (``RunPlan.key``), or by row alone when the scale has one model."""
     models = spec.models_at(scale)
@@ -125,7 +141,11 @@ def build_table(spec: TableSpec, scale: str, paper: PaperNumbers, measured: Mapp
                 reference = entry.value if entry is not None else None
                 comparable = SCALES[scale].comparable and (fallback is None or fallback.comparable)
                 both = ours is not None and reference is not None
-                cells[column.key] = Cell(entry, ours, fallback, ours - reference if both and comparable else None)
+                interval = (
+                    measured_interval(results, (fallback or column).path, column.scale) if ours is not None else None
+                )
+                cells[column.key] = Cell(entry, ours, fallback, ours - reference if both and comparable else None,
+                                         interval)  # fmt: skip
             rows.append(TableRow(model, paper_model, row, cells, results))
     return Table(spec, SCALES[scale], tuple(rows), paper)
 
@@ -152,6 +172,9 @@ def cell_texts(table: Table, row: TableRow, column: Column) -> tuple[str, str, s
     if cell.paper is not None and cell.paper.value is not None:
         paper = _number(cell.paper.value, column.decimals) + ("" if cell.paper.verified else DAGGER)
     ours = NA if cell.ours is None else _number(cell.ours, column.decimals)
+    if cell.interval is not None and cell.interval["ci95"] is not None:
+        low, high = cell.interval["ci95"]
+        ours += " ± " + _number((high - low) / 2, column.decimals)
     if cell.ours is not None and cell.fallback in _fallback_marks(table):
         ours += _fallback_marks(table)[cell.fallback]
     diff = "" if cell.difference is None else _number(cell.difference, column.decimals, signed=True)
@@ -223,6 +246,9 @@ def measured_lines(table: Table) -> list[str]:
         gaps += [f"{key} {suite} (incomplete)" for key, e in done if e.get("complete") is False]
     if data:
         lines.append("Data: " + "; ".join(data) + ".")
+    methods = _interval_methods(table)
+    if methods:
+        lines.append("± : half-width of the 95% interval of ours (" + "; ".join(methods) + ").")
     if judges:
         lines.append("Judge: " + "; ".join(judges) + ".")
     missing = [key for key, body in runs if body is None]
@@ -231,6 +257,16 @@ def measured_lines(table: Table) -> list[str]:
     if gaps:
         lines.append("Gaps: " + "; ".join(gaps) + ".")
     return lines
+
+
+def _interval_methods(table: Table) -> list[str]:
+    """Each column's interval method(s), from the cells that have one."""
+    out = []
+    for column in table.spec.columns:
+        methods = [r.cells[column.key].interval["method"] for r in table.rows if r.cells[column.key].interval]
+        if methods:
+            out.append(f"{column.label}: {_tally(methods)}")
+    return out
 
 
 def table_title(table: Table) -> str:
@@ -304,7 +340,8 @@ def to_latex(table: Table) -> str:
 
 
 CSV_FIELDS = ("table", "scale", "model", "paper_model", "row", "row_label", "column", "column_label", "paper",
-              "paper_verified", "paper_source", "ours", "ours_metric", "difference")  # fmt: skip
+              "paper_verified", "paper_source", "ours", "ours_metric", "difference", "ours_stderr", "ours_ci95_low",
+              "ours_ci95_high", "ours_interval_method")  # fmt: skip
 
 
 def to_csv(table: Table) -> str:
@@ -317,6 +354,9 @@ def to_csv(table: Table) -> str:
             cell = row.cells[column.key]
             known = cell.paper is not None and cell.paper.value is not None
             ours_metric = "" if cell.ours is None else (cell.fallback or column).path
+            interval = cell.interval or {}
+            ci95 = interval.get("ci95") or ("", "")
+            stderr = interval.get("stderr")
             writer.writerow([
                 table.spec.name, table.scale.name, row.model, row.paper_model, row.row.key, row.row.label,
                 column.key, column.label,
@@ -326,6 +366,9 @@ def to_csv(table: Table) -> str:
                 "" if cell.ours is None else _number(cell.ours, column.decimals),
                 ours_metric,
                 "" if cell.difference is None else _number(cell.difference, column.decimals, signed=True),
+                "" if stderr is None else f"{stderr:.6g}",
+                *(f"{v:.6g}" if v != "" else "" for v in ci95),
+                interval.get("method", ""),
             ])  # fmt: skip
     return out.getvalue()
 

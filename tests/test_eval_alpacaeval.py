@@ -18,8 +18,10 @@ import pytest
 
 from sapo.errors import DataError, RecipeError
 from sapo.evaluate.alpacaeval import FIXTURES_DIR, HUB_EVAL_SET
+from sapo.evaluate.items import read_items
 from sapo.evaluate.judge import Judge, JudgeSettings
 from sapo.evaluate.judge_server import JudgeServer, ServerError
+from sapo.evaluate.uncertainty import Z95, ratio
 
 # The shipped fixture eval set, read as plain JSON rather than through the loader under test.
 ALPACA_FIXTURES = json.loads((FIXTURES_DIR / HUB_EVAL_SET).read_text(encoding="utf-8"))
@@ -100,6 +102,14 @@ def test_win_rate_matches_the_judges_rule_and_alpaca_eval_reads_our_files(loaded
     assert metrics["avg_length"] == int(outputs["output"].str.len().mean())  # characters, as alpaca_eval reports
     annotations = pd.read_json(folder / "annotations.json")
     assert get_winrate(annotations)["win_rate"] == pytest.approx(WIN_RATE)
+    items = read_items(result["items"], "alpacaeval")["metrics"]
+    assert ratio(items["win_rate"]) == pytest.approx(metrics["win_rate"])
+    assert int(ratio(items["avg_length"])) == metrics["avg_length"]
+    uncertainty = result["uncertainty"]
+    assert uncertainty["win_rate"]["stderr"] > 0 and "instructions" in uncertainty["win_rate"]["method"]
+    lc = uncertainty["lc_minimal_winrate"]  # alpaca_eval's own standard error, a normal interval
+    assert lc["stderr"] == pytest.approx(metrics["lc_minimal_standard_error"])
+    assert lc["ci95"][1] - lc["ci95"][0] == pytest.approx(2 * Z95 * lc["stderr"])
     for row in annotations.to_dict("records"):  # the stored raw completions parse back to the preferences
         (p_first,) = logprob_parser(row["preference_raw_completion"], "m", ["m", "M"], is_binarize=False)
         i = INSTRUCTIONS.index(row["instruction"])

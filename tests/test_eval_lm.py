@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import random
 import re
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from sapo.errors import DataError, RecipeError
+from sapo.evaluate.items import read_items
 from sapo.evaluate.lm_eval_suite import (
     FIXTURES_DIR,
     load_benchmark,
@@ -27,6 +29,7 @@ from sapo.evaluate.lm_eval_suite import (
     write_task_configs,
 )
 from sapo.evaluate.nltk_data import PUNKT_TAB_FILES, ensure_punkt_tab
+from sapo.evaluate.uncertainty import Z95, ratio
 
 # The columns of each hub data set and their types (its `datasets` features, as JSON; [t]: a non-empty list of t),
 # as lm-eval's built-in tasks read them.
@@ -102,6 +105,23 @@ def test_openllm_runs_every_task_offline(openllm_run):
     assert openllm_run["settings"]["arc_challenge"]["metric"] == "acc_norm"
 
 
+def test_openllm_error_bars_are_lm_evals_and_items_reproduce_its_scores(openllm_run):
+    results_file = Path(openllm_run["files"][0])
+    scores = json.loads(results_file.read_text())["results"]
+    uncertainty = openllm_run["uncertainty"]
+    arc = uncertainty["arc_challenge"]
+    assert arc["stderr"] == scores["openllm_fixtures_arc_challenge"]["acc_norm_stderr,none"]
+    assert arc["ci95"] == pytest.approx([arc["value"] - Z95 * arc["stderr"], arc["value"] + Z95 * arc["stderr"]])
+    six = ["arc_challenge", "hellaswag", "truthfulqa_mc2", "mmlu", "winogrande", "gsm8k"]
+    expected = math.sqrt(sum(uncertainty[k]["stderr"] ** 2 for k in six)) / 6
+    assert uncertainty["average"]["stderr"] == pytest.approx(expected)
+    body = read_items(openllm_run["items"], "openllm")
+    for name, value in openllm_run["metrics"].items():
+        assert ratio(body["metrics"][name]) == pytest.approx(value), name
+    assert len(body["metrics"]["mmlu"]) == 2 * LIMIT  # both fixture subjects, pooled
+    assert body["mean_of"] == {"average": six}
+
+
 def test_openllm_writes_lm_eval_own_outputs(openllm_run):
     results_file, *sample_files = map(Path, openllm_run["files"])
     results = json.loads(results_file.read_text())
@@ -127,6 +147,12 @@ def test_ifeval_reports_all_four_numbers(ifeval_run):
         "prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loose_acc", "inst_level_loose_acc",
     }  # fmt: skip
     assert all(0.0 <= v <= 1.0 for v in ifeval_run["metrics"].values())
+    items = read_items(ifeval_run["items"], "ifeval")["metrics"]
+    for name, value in ifeval_run["metrics"].items():  # bootstrap over prompts; lm-eval's stderr kept beside
+        assert ratio(items[name]) == pytest.approx(value)
+        assert "bootstrap" in ifeval_run["uncertainty"][name]["method"]
+    assert ifeval_run["uncertainty"]["prompt_level_strict_acc"]["lm_eval_stderr"] is not None
+    assert ifeval_run["uncertainty"]["inst_level_strict_acc"]["lm_eval_stderr"] is None  # lm-eval: "N/A"
     samples = [json.loads(line) for line in Path(ifeval_run["files"][1]).read_text().splitlines()]
     assert len(samples) == 10
     first = samples[0]["arguments"]["gen_args_0"]

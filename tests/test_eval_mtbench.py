@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from sapo.errors import DataError
+from sapo.evaluate.items import read_items
 from sapo.evaluate.judge_server import JudgeServer, ServerError
 from sapo.evaluate.mtbench import (
     CATEGORY_TEMPERATURE,
@@ -23,6 +24,7 @@ from sapo.evaluate.mtbench import (
     parse_rating,
     summarize,
 )
+from sapo.evaluate.uncertainty import ratio
 
 
 def scripted_rating(messages) -> int:
@@ -75,6 +77,14 @@ def test_mtbench_end_to_end_with_a_flaky_judge(tiny_model_dir, tmp_path):
     assert metrics["unparsed"] == 2 and metrics["judged"] == 12  # the reasoning question, both turns
     assert metrics["turn_1"] == pytest.approx(turn1) and metrics["turn_2"] == pytest.approx(turn2)
     assert metrics["average"] == pytest.approx(average)
+    # Error bars: a bootstrap over questions, from per-item scores that reproduce each mean.
+    items = read_items(entry["items"], "mtbench")["metrics"]
+    for name in ("turn_1", "turn_2", "average"):
+        assert ratio(items[name]) == pytest.approx(metrics[name])
+        interval = entry["uncertainty"][name]
+        assert interval["value"] == pytest.approx(metrics[name]) and "questions" in interval["method"]
+        assert interval["ci95"][0] <= metrics[name] <= interval["ci95"][1] and interval["stderr"] > 0
+    assert len(items["average"]) == 6  # one item per question
     assert entry["data"] == "fixtures" and results["judge"]["model"] == "scripted"
     assert results["model"]["weights_sha256"] and results["model"]["chat_template_sha256"]
     assert results["packages"]["fschat"] == "0.2.36"

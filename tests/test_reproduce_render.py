@@ -95,7 +95,9 @@ def small(tmp_path):
     # sft: acc 0.6341 -> 63.41 percent; 63.41 - 61.20 = +2.21. sapo-dpo: only LC-minimal 12.34 -> "12.3", footnoted,
     # never subtracted from the paper's LC. One run given as its folder, the other as the results.json file.
     sft = write_json(tmp_path / "runs/sft/results.json", results_body(
-        "runs/paper/llama-3-8b/sft", "0a1b2c3d99", openllm={"data": "hub", "metrics": {"acc": 0.6341}}))  # fmt: skip
+        "runs/paper/llama-3-8b/sft", "0a1b2c3d99", openllm={"data": "hub", "metrics": {"acc": 0.6341},
+        "uncertainty": {"acc": {"value": 0.6341, "stderr": 0.01, "ci95": [0.6145, 0.6537], "n": 900,
+                                "method": "lm-eval's stderr, normal 95%"}}}))  # fmt: skip
     alpacaeval = {"data": "alpaca_eval", "metrics": {"lc_minimal_winrate": 12.34}, "judge": {"name": "gpt-4-turbo"}}
     sapo = write_json(tmp_path / "runs/sapo/results.json",
                       results_body("runs/paper/llama-3-8b/sapo-dpo", "4e5f6a7b99", alpacaeval=alpacaeval))  # fmt: skip
@@ -113,7 +115,7 @@ Scale: paper: {SCALES["paper"].description}.
 
 | Model | Method | Acc paper | Acc ours | Acc Δ | LC paper | LC ours | LC Δ |
 | :-- | :-- | --: | --: | --: | --: | --: | --: |
-| LLaMA-3-8B | SFT | 61.20 | 63.41 | +2.21 | n/a | n/a |  |
+| LLaMA-3-8B | SFT | 61.20 | 63.41 ± 1.96 | +2.21 | n/a | n/a |  |
 | LLaMA-3-8B | SAPO-DPO | 63.95† | n/a |  | 11.2† | 12.3‡ |  |
 
 Notes:
@@ -128,6 +130,7 @@ Measured:
 - Runs: llama-3-8b/sft = runs/paper/llama-3-8b/sft (weights 0a1b2c3d); llama-3-8b/sapo-dpo = \
 runs/paper/llama-3-8b/sapo-dpo (weights 4e5f6a7b).
 - Data: openllm: hub; alpacaeval: alpaca_eval.
+- ± : half-width of the 95% interval of ours (Acc: lm-eval's stderr, normal 95%).
 - Judge: alpacaeval: gpt-4-turbo.
 - Gaps: llama-3-8b/sapo-dpo openllm (not run); llama-3-8b/sft alpacaeval (not run).
 """
@@ -149,7 +152,7 @@ def test_small_table_latex(small):
 \cmidrule(lr){3-5} \cmidrule(lr){6-8}
 Model & Method & paper & ours & $\Delta$ & paper & ours & $\Delta$ \\
 \midrule
-LLaMA-3-8B & SFT & 61.20 & 63.41 & +2.21 & n/a & n/a &  \\
+LLaMA-3-8B & SFT & 61.20 & 63.41 ± 1.96 & +2.21 & n/a & n/a &  \\
 LLaMA-3-8B & SAPO-DPO & 63.95$^{\dagger}$ & n/a &  & 11.2$^{\dagger}$ & 12.3$^{\ddagger}$ &  \\
 \bottomrule
 """
@@ -164,12 +167,13 @@ def test_small_table_csv(small):
     spec, paper, runs = small
     assert to_csv(build_table(spec, "paper", paper, normalise_runs(spec, "paper", runs))) == (
         "table,scale,model,paper_model,row,row_label,column,column_label,paper,paper_verified,paper_source,ours,"
-        "ours_metric,difference\n"
-        "table9,paper,llama-3-8b,llama-3-8b,sft,SFT,acc,Acc,61.20,true,paper,63.41,openllm.metrics.acc,+2.21\n"
-        "table9,paper,llama-3-8b,llama-3-8b,sft,SFT,lc,LC,,,,,,\n"
-        "table9,paper,llama-3-8b,llama-3-8b,sapo-dpo,SAPO-DPO,acc,Acc,63.95,false,S3,,,\n"
+        "ours_metric,difference,ours_stderr,ours_ci95_low,ours_ci95_high,ours_interval_method\n"
+        "table9,paper,llama-3-8b,llama-3-8b,sft,SFT,acc,Acc,61.20,true,paper,63.41,openllm.metrics.acc,+2.21,"
+        '1,61.45,65.37,"lm-eval\'s stderr, normal 95%"\n'
+        "table9,paper,llama-3-8b,llama-3-8b,sft,SFT,lc,LC,,,,,,,,,,\n"
+        "table9,paper,llama-3-8b,llama-3-8b,sapo-dpo,SAPO-DPO,acc,Acc,63.95,false,S3,,,,,,,\n"
         "table9,paper,llama-3-8b,llama-3-8b,sapo-dpo,SAPO-DPO,lc,LC,11.2,false,S2,12.3,"
-        "alpacaeval.metrics.lc_minimal_winrate,\n"
+        "alpacaeval.metrics.lc_minimal_winrate,,,,,\n"
     )
 
 

@@ -86,6 +86,12 @@ def _add_eval_command(sub) -> None:
     add_eval_command(sub)
 
 
+def _add_compare_command(sub) -> None:
+    from sapo.evaluate.compare import add_compare_command
+
+    add_compare_command(sub)
+
+
 def _add_reproduce_command(sub) -> None:
     from sapo.reproduce.run import add_reproduce_command
 
@@ -133,6 +139,7 @@ COMMANDS = [
     _add_model_commands,
     _add_train_commands,
     _add_eval_command,
+    _add_compare_command,
     _add_reproduce_command,
     _add_rehearse_command,
     _add_prefetch_command,

@@ -1,0 +1,170 @@
+"""``sapo compare A B``: is run A better than run B, on the items both scored, or is it noise?
+
+For every benchmark both results files hold, and every metric with per-item scores, the
+difference A - B with a paired-bootstrap 95% interval and two-sided p (``uncertainty.py``).
+Pairing matters: on 80 MT-Bench questions the spread between questions dwarfs the spread
+between two checkpoints, and only a paired test sees past it.
+
+Two runs are compared only when their numbers mean the same thing. A benchmark is refused,
+with the reason, when the data, the items, the judge, the benchmark's settings, the chat
+template or the versions of the packages that score it differ (an lm-eval upgrade alone moves
+GSM8K: SPIN#12). A metric that is not a mean over items (AlpacaEval's LC win rate, a GLM fitted
+per model) is shown with each run's own interval and no test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sapo.errors import DataError
+from sapo.evaluate.items import item_parts, read_items
+from sapo.evaluate.uncertainty import paired_bootstrap
+
+# Packages whose version changes a benchmark's number (beside torch and transformers, which change all).
+SCORING_PACKAGES = {"openllm": ("lm_eval",), "ifeval": ("lm_eval",), "mtbench": ("fschat",),
+                    "alpacaeval": ("alpaca_eval",)}  # fmt: skip
+COMMON_PACKAGES = ("torch", "transformers")
+
+
+@dataclass
+class BenchmarkComparison:
+    benchmark: str
+    refused: str | None = None  # why the two runs cannot be compared on this benchmark
+    metrics: dict = field(default_factory=dict)  # metric -> Difference.as_dict() | {"a": .., "b": .., "note": ..}
+
+
+def load(path: str | Path) -> tuple[dict, Path]:
+    """A results.json body, from the file or the folder holding it."""
+    path = Path(path)
+    path = path / "results.json" if path.is_dir() else path
+    if not path.is_file():
+        raise DataError(f"{path}: no results.json here (write one with `sapo eval`)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8")), path
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not JSON ({err})") from err
+
+
+def _judge_name(entry: dict, body: dict) -> str | None:
+    judge = entry.get("judge") or body.get("judge") or {}
+    return judge.get("name") or judge.get("model")
+
+
+def refusal(name: str, a: tuple[dict, dict], b: tuple[dict, dict]) -> str | None:
+    """Why benchmark ``name`` of run A and run B must not be compared, or None. ``a`` = (entry, body)."""
+    (entry_a, body_a), (entry_b, body_b) = a, b
+    if entry_a.get("data") != entry_b.get("data"):
+        return f"different data ({entry_a.get('data')!r} vs {entry_b.get('data')!r})"
+    if entry_a.get("settings") != entry_b.get("settings"):
+        keys = sorted(k for k in {*entry_a.get("settings", {}), *entry_b.get("settings", {})}
+                      if entry_a.get("settings", {}).get(k) != entry_b.get("settings", {}).get(k))  # fmt: skip
+        return f"different benchmark settings ({', '.join(keys)})"
+    if _judge_name(entry_a, body_a) != _judge_name(entry_b, body_b):
+        return f"different judges ({_judge_name(entry_a, body_a)!r} vs {_judge_name(entry_b, body_b)!r})"
+    template_a = body_a.get("model", {}).get("chat_template_sha256")
+    template_b = body_b.get("model", {}).get("chat_template_sha256")
+    if template_a != template_b:
+        return "different chat templates (the prompts differ, so the items do)"
+    for package in (*COMMON_PACKAGES, *SCORING_PACKAGES.get(name, ())):
+        version_a, version_b = body_a.get("packages", {}).get(package), body_b.get("packages", {}).get(package)
+        if version_a != version_b:
+            return f"different {package} versions ({version_a} vs {version_b})"
+    if "items" not in entry_a or "items" not in entry_b:
+        return "no per-item scores (results written before sapo-items/1: rerun `sapo eval`)"
+    return None
+
+
+def compare_benchmark(
+    name: str, a: tuple[dict, dict], b: tuple[dict, dict], *, shared_only: bool
+) -> BenchmarkComparison:
+    why = refusal(name, a, b)
+    if why:
+        return BenchmarkComparison(name, refused=why)
+    items_a = read_items(a[0]["items"], f"run A {name}")
+    items_b = read_items(b[0]["items"], f"run B {name}")
+    ids_a = {i for items in items_a["metrics"].values() for i in items}
+    ids_b = {i for items in items_b["metrics"].values() for i in items}
+    if not ids_a & ids_b:
+        return BenchmarkComparison(name, refused="no item in common (different questions or data)")
+    if ids_a != ids_b and not shared_only:
+        return BenchmarkComparison(name, refused=f"different items ({len(ids_a - ids_b)} only in A, "
+                                   f"{len(ids_b - ids_a)} only in B; --shared-items compares the "
+                                   f"{len(ids_a & ids_b)} in common)")  # fmt: skip
+    result = BenchmarkComparison(name)
+    for metric in dict.fromkeys([*a[0].get("uncertainty", {}), *items_a["metrics"], *items_a["mean_of"]]):
+        parts_a, parts_b = item_parts(items_a, metric), item_parts(items_b, metric)
+        if parts_a is not None and parts_b is not None:
+            result.metrics[metric] = paired_bootstrap(parts_a, parts_b).as_dict()
+            continue
+        interval_a = a[0].get("uncertainty", {}).get(metric)
+        interval_b = b[0].get("uncertainty", {}).get(metric)
+        if interval_a and interval_b:
+            result.metrics[metric] = {"a": interval_a, "b": interval_b,
+                                      "note": "not a mean over items: no paired test; each run's own interval"}  # fmt: skip
+    return result
+
+
+def compare_runs(path_a: str | Path, path_b: str | Path, *, shared_only: bool = False) -> dict:
+    """The comparison as a dict (what ``--json`` prints)."""
+    (body_a, file_a), (body_b, file_b) = load(path_a), load(path_b)
+    benchmarks = {}
+    for name, entry_a in body_a.get("benchmarks", {}).items():
+        entry_b = body_b.get("benchmarks", {}).get(name)
+        if entry_b is None or "skipped" in entry_a or "skipped" in entry_b:
+            continue
+        comparison = compare_benchmark(name, (entry_a, body_a), (entry_b, body_b), shared_only=shared_only)
+        benchmarks[name] = {"refused": comparison.refused, "metrics": comparison.metrics}
+    return {"a": {"results": str(file_a), "model": body_a.get("model", {}).get("name")},
+            "b": {"results": str(file_b), "model": body_b.get("model", {}).get("name")},
+            "test": "paired bootstrap over shared items, 2000 resamples, percentile 95% interval, two-sided p",
+            "benchmarks": benchmarks}  # fmt: skip
+
+
+def format_comparison(body: dict) -> str:
+    lines = [f"A = {body['a']['model']} ({body['a']['results']})", f"B = {body['b']['model']} ({body['b']['results']})",
+             f"test: {body['test']}; * = significant at 5%", ""]  # fmt: skip
+    if not body["benchmarks"]:
+        lines.append("no benchmark in both results files")
+    for name, entry in body["benchmarks"].items():
+        if entry["refused"]:
+            lines.append(f"{name}: not compared: {entry['refused']}")
+            continue
+        lines.append(f"{name}:")
+        for metric, d in entry["metrics"].items():
+            if "note" in d:
+                lines.append(f"  {metric:<26} A {d['a']['value']:.4g}  B {d['b']['value']:.4g}  ({d['note']})")
+            elif d["difference"] is None:
+                lines.append(f"  {metric:<26} {d['method']}")
+            else:
+                low, high = d["ci95"]
+                lines.append(f"  {metric:<26} A {d['a']:.4g}  B {d['b']:.4g}  A-B {d['difference']:+.4g} "
+                             f"[{low:+.4g}, {high:+.4g}]  p={d['p_value']:.3g}{' *' if d['significant'] else ''}  "
+                             f"(n={d['n']})")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    body = compare_runs(args.a, args.b, shared_only=args.shared_items)
+    print(json.dumps(body, indent=1) if args.json else format_comparison(body))
+    compared = [e for e in body["benchmarks"].values() if not e["refused"]]
+    return 0 if compared else 2
+
+
+def add_compare_command(sub) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="paired comparison of two `sapo eval` results: difference, 95% interval, significance",
+        description="Compare run A with run B on every benchmark both scored: per metric, A - B with a paired "
+        "bootstrap 95% interval and two-sided p over the items both scored. A benchmark is refused, with the "
+        "reason, when the runs differ in data, items, judge, benchmark settings, chat template or scoring "
+        "package versions. Exit 2 when nothing could be compared.",
+    )
+    p.add_argument("a", help="run A: a results.json or the folder holding it")
+    p.add_argument("b", help="run B: a results.json or the folder holding it")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    p.add_argument("--shared-items", action="store_true",
+                   help="compare on the items both runs scored when their item sets differ (default: refuse)")  # fmt: skip
+    p.set_defaults(func=_compare)
