@@ -40,6 +40,7 @@ class EvalRun:
     max_new_tokens: int | None
     chat_template: str | None
     lm_eval_model: str | None = None  # what lm-eval loads: the model, or a folder giving it --chat-template
+    calibration_pairs: int = 40  # judge calibration before MT-Bench and AlpacaEval (0: none)
 
 
 def _lm_eval_data(data: str) -> str:
@@ -70,14 +71,16 @@ def _run_mtbench(run: EvalRun, loaded, judge) -> dict:
     from sapo.evaluate.mtbench import run_mtbench
 
     return run_mtbench(loaded, judge, run.output, data=run.data, limit=run.limit, batch_size=run.batch_size,
-                       seed=run.seed, fingerprint=loaded.fingerprint, **_budget(run, "max_new_tokens"))  # fmt: skip
+                       seed=run.seed, fingerprint=loaded.fingerprint, calibration_pairs=run.calibration_pairs,
+                          **_budget(run, "max_new_tokens"))  # fmt: skip
 
 
 def _run_alpacaeval(run: EvalRun, loaded, judge) -> dict:
     from sapo.evaluate.alpacaeval import run_alpacaeval
 
     return run_alpacaeval(loaded, judge, run.output, data=run.data, limit=run.limit, batch_size=run.batch_size,
-                          seed=run.seed, fingerprint=loaded.fingerprint, **_budget(run, "max_new_tokens"))  # fmt: skip
+                          seed=run.seed, fingerprint=loaded.fingerprint, calibration_pairs=run.calibration_pairs,
+                          **_budget(run, "max_new_tokens"))  # fmt: skip
 
 
 RUNNERS = {"openllm": _run_openllm, "ifeval": _run_ifeval, "mtbench": _run_mtbench, "alpacaeval": _run_alpacaeval}
@@ -140,7 +143,7 @@ def evaluate(args: argparse.Namespace) -> int:
         lm_eval_model = str(with_chat_template(resolve_model_path(args.model),
                                                resolve_chat_template(args.chat_template), output / "lm_eval_model"))  # fmt: skip
     run = EvalRun(args.model, output, args.data, args.limit, device, dtype, args.batch_size, args.seed,
-                  args.max_new_tokens, args.chat_template, lm_eval_model)  # fmt: skip
+                  args.max_new_tokens, args.chat_template, lm_eval_model, args.calibration_pairs)  # fmt: skip
     loaded = _load(run) if set(suite) & set(JUDGED) else None
     from sapo.models import load_tokenizer, resolve_model_path
 
@@ -275,6 +278,9 @@ def add_eval_command(sub) -> None:
     )
     judge.add_argument("--judge-backoff", type=non_negative_float, default=1.0,
                        help="first retry wait in seconds, doubled each retry (default 1)")  # fmt: skip
+    judge.add_argument("--calibration-pairs", type=non_negative_int, default=40,
+                       help="held-out pairs (right vs wrong answer) the judge must tell apart before its MT-Bench "
+                       "and AlpacaEval scores are trusted; recorded in results.json; 0: skip (default 40)")  # fmt: skip
     judge.add_argument("--local-judge-model", default="embedded", help="model served by --judge local")
     judge.add_argument("--local-judge-max-tokens", type=positive_int, default=512,
                        help="longest reply of the local judge, whatever a benchmark asks (default 512)")  # fmt: skip

@@ -75,6 +75,7 @@ def _judge(server: JudgeServer, cache: Path) -> Judge:
 def _run(loaded, judge, out: Path, **kwargs) -> dict:
     from sapo.evaluate.alpacaeval import run_alpacaeval
 
+    kwargs.setdefault("calibration_pairs", 0)  # calibration: tests/test_calibration.py
     return run_alpacaeval(loaded, judge, out, data="fixtures", max_new_tokens=8, fingerprint="tiny", **kwargs)
 
 
@@ -156,7 +157,7 @@ def test_official_lc_when_df_gamed_is_beside_the_data(loaded, tmp_path):
     _df_gamed(data / "df_gamed.csv", len(rows))
     with JudgeServer(scripted_judge, "scripted-judge") as server:
         result = run_alpacaeval(loaded, _judge(server, tmp_path / "judge_cache.jsonl"), tmp_path, data=str(data),
-                                max_new_tokens=8)  # fmt: skip
+                                max_new_tokens=8, calibration_pairs=0)  # fmt: skip
     assert result["data"] == str(data / "model_outputs.json") and result["complete"] is False
     assert result["metrics"]["win_rate"] == pytest.approx(WIN_RATE)
     metrics = result["metrics"]

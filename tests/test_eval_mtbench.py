@@ -52,7 +52,8 @@ def run_eval(model_dir, output, server, *extra) -> int:
     from sapo.cli import main
 
     argv = ["eval", str(model_dir), "--suite", "mtbench", "--data", "fixtures", "--output", str(output),
-            "--judge-model", "scripted", "--judge-base-url", server.base_url, "--max-new-tokens", "6", *extra]  # fmt: skip
+            "--judge-model", "scripted", "--judge-base-url", server.base_url, "--max-new-tokens", "6",
+            "--calibration-pairs", "0", *extra]  # calibration: tests/test_calibration.py  # fmt: skip
     return main(argv)
 
 

@@ -204,3 +204,38 @@ def read_embedded_release() -> Iterator[dict]:
     with embedded_release_path().open(encoding="utf-8") as fh:
         for line in fh:
             yield json.loads(line)
+
+
+# ----------------------------------------------------------------------------- held out, for evaluation
+
+HELDOUT_SEED = 1  # the release is built with seed 0; a seed-1 build minus the release's prompts is held out
+CALIBRATION_FILE = "embedded-pairs-v1.jsonl"  # shipped in evaluate/fixtures/calibration/
+
+
+def build_heldout_examples() -> list[dict]:
+    """Single-turn examples of the embedded families whose prompt is in no training split (the release):
+    what judge calibration and held-out scoring read. Deterministic; the prompt is held out, not every fact
+    (a capital asked here may be asked in other words in the release)."""
+    trained = {row["messages"][0]["content"] for row in read_embedded_release()}
+    examples = build_embedded_examples(400, seed=HELDOUT_SEED)
+    return [e for e in examples if len(e["messages"]) == 2 and e["messages"][0]["content"] not in trained]
+
+
+def build_calibration_pairs(n: int = 40) -> list[dict]:
+    """``n`` judge-calibration pairs, families taken in turn: a held-out instruction, its correct answer
+    (``better``) and a fluent answer of the same family to another question (``worse``, chosen as
+    ``add_rejected_answers`` chooses a rejected side). Rows: ``{id, source, instruction, better, worse}``."""
+    pairs = add_rejected_answers(build_heldout_examples(), seed=HELDOUT_SEED)
+    by_family: dict[str, list[dict]] = {}
+    for row in pairs:
+        by_family.setdefault(row["source"], []).append(row)
+    order = [rows[i] for i in range(max(map(len, by_family.values()))) for rows in by_family.values() if i < len(rows)]
+    return [{"id": f"{row['source']}-{k:03d}", "source": row["source"], "instruction": row["messages"][0]["content"],
+             "better": row["messages"][1]["content"], "worse": row["rejected"][1]["content"]}
+            for k, row in enumerate(order[:n])]  # fmt: skip
+
+
+def write_calibration_pairs(path: str | os.PathLike, n: int = 40) -> Path:
+    """Write ``build_calibration_pairs(n)`` as JSONL. To regenerate the shipped file, from the repository root:
+    ``write_calibration_pairs("evaluate/fixtures/calibration/" + CALIBRATION_FILE)``."""
+    return atomic_write_text(path, _jsonl_text(build_calibration_pairs(n)))
