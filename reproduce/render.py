@@ -18,19 +18,18 @@ import csv
 import io
 import json
 import math
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from sapo.evaluate.results import SCHEMA
+from sapo.reproduce.measured import measured_lines
 from sapo.reproduce.paper_numbers import PaperCell, PaperNumbers, load_paper_numbers
 from sapo.reproduce.table_specs import MODEL_LABELS, SCALES, Column, Fallback, Row, Scale, TableSpec, load_spec
 
 NA = "n/a"
 DAGGER = "†"
 FALLBACK_MARKS = ("‡", "§")
-JUDGED_SUITES = ("mtbench", "alpacaeval")
 
 
 @dataclass(frozen=True)
@@ -40,6 +39,7 @@ class Cell:
     fallback: Fallback | None  # set when ours came from a fallback path
     difference: float | None
     interval: dict | None = None  # ours' uncertainty entry, ci95 and stderr in the paper's unit
+    judge_failed: str | None = None  # set: the judge failed calibration, and this replaces ours
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,15 @@ def measured_interval(results: dict | None, path: str, scale: float) -> dict | N
     return {**entry, "ci95": ci95, "stderr": stderr}
 
 
+def judge_failed(results: dict | None, column: Column) -> str | None:
+    """ "judge failed calibration (x% on n)" when the column's judge did not pass (``evaluate/calibration.py``)."""
+    from sapo.evaluate.calibration import failed_text
+
+    entry = (results or {}).get("benchmarks", {}).get(column.suite) or {}
+    calibration = entry.get("calibration")
+    return failed_text(calibration) if calibration and not calibration["passed"] else None
+
+
 def normalise_runs(spec: TableSpec, scale: str, runs: Mapping) -> dict[str, dict]:
     """``runs`` keyed ``"<model>/<row>"`` (``RunPlan.key``), or by row alone when the scale has one model."""
     models = spec.models_at(scale)
@@ -144,8 +153,11 @@ def build_table(spec: TableSpec, scale: str, paper: PaperNumbers, measured: Mapp
                 interval = (
                     measured_interval(results, (fallback or column).path, column.scale) if ours is not None else None
                 )
+                failed = judge_failed(results, column)
+                if failed:
+                    ours, fallback, interval, both = None, None, None, False
                 cells[column.key] = Cell(entry, ours, fallback, ours - reference if both and comparable else None,
-                                         interval)  # fmt: skip
+                                         interval, failed)  # fmt: skip
             rows.append(TableRow(model, paper_model, row, cells, results))
     return Table(spec, SCALES[scale], tuple(rows), paper)
 
@@ -171,7 +183,7 @@ def cell_texts(table: Table, row: TableRow, column: Column) -> tuple[str, str, s
     paper = NA
     if cell.paper is not None and cell.paper.value is not None:
         paper = _number(cell.paper.value, column.decimals) + ("" if cell.paper.verified else DAGGER)
-    ours = NA if cell.ours is None else _number(cell.ours, column.decimals)
+    ours = cell.judge_failed or (NA if cell.ours is None else _number(cell.ours, column.decimals))
     if cell.interval is not None and cell.interval["ci95"] is not None:
         low, high = cell.interval["ci95"]
         ours += " ± " + _number((high - low) / 2, column.decimals)
@@ -208,65 +220,6 @@ def note_lines(table: Table) -> list[str]:
     lines += list(table.spec.notes)
     lines += [f"Assumption: {a}" for a in table.spec.assumptions]
     return lines
-
-
-def _tally(values: list[str]) -> str:
-    counts = Counter(values)
-    if len(counts) == 1:
-        return values[0]
-    return ", ".join(f"{v} ({n} run{'s' if n > 1 else ''})" for v, n in counts.items())
-
-
-def measured_lines(table: Table) -> list[str]:
-    """What ours was measured with, read from the results files: models, data, judge, gaps."""
-    runs = [(f"{r.model}/{r.row.key}", r.results) for r in table.rows]
-    present = [(key, body) for key, body in runs if body is not None]
-    if not present:
-        return ["No measured results."]
-    lines = []
-    described = []
-    for key, body in present:
-        model = body.get("model", {})
-        sha = model.get("weights_sha256")
-        described.append(f"{key} = {model.get('name', '?')}" + (f" (weights {sha[:8]})" if sha else ""))
-    lines.append("Runs: " + "; ".join(described) + ".")
-    data, judges, gaps = [], [], []
-    bodies = dict(present)
-    for suite in table.spec.suites:
-        entries = [(key, body["benchmarks"].get(suite)) for key, body in present]
-        done = [(key, e) for key, e in entries if e and "skipped" not in e]
-        if done:
-            data.append(f"{suite}: {_tally([str(e.get('data', '?')) for _, e in done])}")
-        if suite in JUDGED_SUITES and done:
-            names = [(e.get("judge") or bodies[key].get("judge") or {}).get("name", "?") for key, e in done]
-            judges.append(f"{suite}: {_tally(names)}")
-        for key, entry in entries:
-            if not entry or "skipped" in entry:
-                gaps.append(f"{key} {suite} ({entry['skipped'] if entry else 'not run'})")
-        gaps += [f"{key} {suite} (incomplete)" for key, e in done if e.get("complete") is False]
-    if data:
-        lines.append("Data: " + "; ".join(data) + ".")
-    methods = _interval_methods(table)
-    if methods:
-        lines.append("± : half-width of the 95% interval of ours (" + "; ".join(methods) + ").")
-    if judges:
-        lines.append("Judge: " + "; ".join(judges) + ".")
-    missing = [key for key, body in runs if body is None]
-    if missing:
-        lines.append("No results: " + ", ".join(missing) + ".")
-    if gaps:
-        lines.append("Gaps: " + "; ".join(gaps) + ".")
-    return lines
-
-
-def _interval_methods(table: Table) -> list[str]:
-    """Each column's interval method(s), from the cells that have one."""
-    out = []
-    for column in table.spec.columns:
-        methods = [r.cells[column.key].interval["method"] for r in table.rows if r.cells[column.key].interval]
-        if methods:
-            out.append(f"{column.label}: {_tally(methods)}")
-    return out
 
 
 def table_title(table: Table) -> str:

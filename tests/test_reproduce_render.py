@@ -131,7 +131,7 @@ Measured:
 runs/paper/llama-3-8b/sapo-dpo (weights 4e5f6a7b).
 - Data: openllm: hub; alpacaeval: alpaca_eval.
 - ± : half-width of the 95% interval of ours (Acc: lm-eval's stderr, normal 95%).
-- Judge: alpacaeval: gpt-4-turbo.
+- Judge: alpacaeval: gpt-4-turbo, calibration: not calibrated.
 - Gaps: llama-3-8b/sapo-dpo openllm (not run); llama-3-8b/sft alpacaeval (not run).
 """
     assert to_markdown(table) == expected
@@ -196,6 +196,25 @@ Paper columns: the published numbers of LLaMA-3-8B.
 
 """)
     assert "- No results: smollm2-135m/sapo-dpo." in markdown
+
+
+def test_a_judge_that_failed_calibration_gets_no_number(small):
+    spec, paper, _ = small
+    failed = {"passed": False, "agreement": 0.525, "n": 40, "ci95": [0.4, 0.65]}
+    passed = {"passed": True, "agreement": 0.975, "n": 40, "ci95": [0.925, 1.0]}
+
+    def run(calibration):
+        return results_body("r", "01", alpacaeval={"data": "fixtures", "metrics": {"lc_minimal_winrate": 12.34},
+                                                   "judge": {"name": "local"}, "calibration": calibration})  # fmt: skip
+
+    table = build_table(spec, "embedded", paper, normalise_runs(spec, "embedded", {"sft": run(failed)}))
+    markdown = to_markdown(table)
+    assert "| SmolLM2-135M | SFT | 61.20 | n/a | n/a | judge failed calibration (52% on 40) |" in markdown
+    assert "12.3" not in markdown.split("Notes:")[0]
+    assert "calibration: 52% [40%, 65%] on 40 held-out pairs, FAILED: its scores are not shown" in markdown
+    table = build_table(spec, "embedded", paper, normalise_runs(spec, "embedded", {"sft": run(passed)}))
+    assert "| SmolLM2-135M | SFT | 61.20 | n/a | n/a | 12.3‡ |" in to_markdown(table)
+    assert "calibration: 98% [92%, 100%] on 40 held-out pairs, passed" in to_markdown(table)
 
 
 def test_runs_are_checked(small):

@@ -1,0 +1,86 @@
+"""What our numbers in a table were measured with, read from the results files: the runs and their
+weights, the data, the judge and its calibration, the interval methods, and the gaps. Printed under
+every table by ``render.py``."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sapo.reproduce.render import Table
+
+JUDGED_SUITES = ("mtbench", "alpacaeval")
+
+
+def _tally(values: list[str]) -> str:
+    counts = Counter(values)
+    if len(counts) == 1:
+        return values[0]
+    return ", ".join(f"{v} ({n} run{'s' if n > 1 else ''})" for v, n in counts.items())
+
+
+def measured_lines(table: Table) -> list[str]:
+    """What ours was measured with, read from the results files: models, data, judge, gaps."""
+    runs = [(f"{r.model}/{r.row.key}", r.results) for r in table.rows]
+    present = [(key, body) for key, body in runs if body is not None]
+    if not present:
+        return ["No measured results."]
+    lines = []
+    described = []
+    for key, body in present:
+        model = body.get("model", {})
+        sha = model.get("weights_sha256")
+        described.append(f"{key} = {model.get('name', '?')}" + (f" (weights {sha[:8]})" if sha else ""))
+    lines.append("Runs: " + "; ".join(described) + ".")
+    data, judges, gaps = [], [], []
+    bodies = dict(present)
+    for suite in table.spec.suites:
+        entries = [(key, body["benchmarks"].get(suite)) for key, body in present]
+        done = [(key, e) for key, e in entries if e and "skipped" not in e]
+        if done:
+            data.append(f"{suite}: {_tally([str(e.get('data', '?')) for _, e in done])}")
+        if suite in JUDGED_SUITES and done:
+            names = [(e.get("judge") or bodies[key].get("judge") or {}).get("name", "?") for key, e in done]
+            judges.append(f"{suite}: {_tally(names)}" + _calibration_text([e.get("calibration") for _, e in done]))
+        for key, entry in entries:
+            if not entry or "skipped" in entry:
+                gaps.append(f"{key} {suite} ({entry['skipped'] if entry else 'not run'})")
+        gaps += [f"{key} {suite} (incomplete)" for key, e in done if e.get("complete") is False]
+    if data:
+        lines.append("Data: " + "; ".join(data) + ".")
+    methods = _interval_methods(table)
+    if methods:
+        lines.append("± : half-width of the 95% interval of ours (" + "; ".join(methods) + ").")
+    if judges:
+        lines.append("Judge: " + "; ".join(judges) + ".")
+    missing = [key for key, body in runs if body is None]
+    if missing:
+        lines.append("No results: " + ", ".join(missing) + ".")
+    if gaps:
+        lines.append("Gaps: " + "; ".join(gaps) + ".")
+    return lines
+
+
+def _calibration_text(calibrations: list[dict | None]) -> str:
+    """ ", calibration: 97% [92%, 100%] on 40 held-out pairs, passed" (per run when they differ)."""
+
+    def one(c: dict | None) -> str:
+        if not c:
+            return "not calibrated"
+        low, high = c["ci95"] or (None, None)
+        bounds = f" [{100 * low:.0f}%, {100 * high:.0f}%]" if low is not None else ""
+        verdict = "passed" if c["passed"] else "FAILED: its scores are not shown"
+        return f"{100 * (c['agreement'] or 0):.0f}%{bounds} on {c['n']} held-out pairs, {verdict}"
+
+    return ", calibration: " + _tally([one(c) for c in calibrations])
+
+
+def _interval_methods(table: Table) -> list[str]:
+    """Each column's interval method(s), from the cells that have one."""
+    out = []
+    for column in table.spec.columns:
+        methods = [r.cells[column.key].interval["method"] for r in table.rows if r.cells[column.key].interval]
+        if methods:
+            out.append(f"{column.label}: {_tally(methods)}")
+    return out
