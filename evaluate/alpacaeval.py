@@ -44,7 +44,6 @@ from pathlib import Path
 from unittest import mock
 
 from sapo.errors import DataError, RecipeError
-from sapo.evaluate.calibration import DEFAULT_PAIRS, calibrate_alpacaeval
 from sapo.evaluate.items import alpacaeval_items, bootstrap_all, write_items
 from sapo.evaluate.uncertainty import normal_interval
 from sapo.files import atomic_write_json, hub_offline
@@ -315,13 +314,13 @@ def _plain(value):
 def run_alpacaeval(loaded, judge, output_dir: Path, *, data: str = "auto", limit: int | None = None,
                    max_new_tokens: int = 2048, batch_size: int = 8, seed: int = 0,
                    annotator: str = "weighted_alpaca_eval_gpt4_turbo", fingerprint: str | None = None,
-                   df_gamed: str | None = None, parallel: int = 4, calibration_pairs: int = DEFAULT_PAIRS) -> dict:  # fmt: skip
+                   df_gamed: str | None = None, parallel: int = 4) -> dict:  # fmt: skip
     """Answer, annotate with alpaca_eval through ``judge``, score; return the ``benchmarks.alpacaeval`` entry.
 
     ``limit``: the first N instructions (marked incomplete). ``df_gamed``: the hub's ``df_gamed.csv``,
     for the official LC when it is not beside the data or on the hub. Outputs already in ``output_dir``
     for the same weights (``fingerprint``) and settings are reused; judgments come from the judge's cache.
-    The judge is first calibrated on ``calibration_pairs`` held-out pairs (``calibration.py``; 0: not).
+    (``sapo eval`` adds the judge's calibration: ``calibration.py``.)
     """
     bench = load_alpacaeval_data(data)
     rows = bench.rows[:limit] if limit else bench.rows
@@ -337,11 +336,6 @@ def run_alpacaeval(loaded, judge, output_dir: Path, *, data: str = "auto", limit
     import pandas as pd
 
     config = write_annotator_config(annotator, judge, folder)
-    calibration = (
-        calibrate_alpacaeval(judge, config, folder, calibration_pairs, parallel=parallel)
-        if calibration_pairs
-        else None
-    )
     gamed = Path(df_gamed) if df_gamed else bench.df_gamed
     # The GLM's instruction_difficulty is looked up by row position in the real 805-row set: never for fixtures.
     official = gamed is not None and gamed.is_file() and bench.source != "fixtures"
@@ -375,7 +369,6 @@ def run_alpacaeval(loaded, judge, output_dir: Path, *, data: str = "auto", limit
         "metrics": scores,
         "uncertainty": uncertainty,
         "items": write_items(folder, "alpacaeval", items),
-        "calibration": calibration,
         "annotator": config.parent.name,
         "judge": judge.settings.describe(),
         "lc": {"variant": variant, "df_gamed": str(gamed) if official else None, "note": notes[variant]},

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sapo.argtypes import non_negative_float, non_negative_int, positive_int
 from sapo.errors import RecipeError
+from sapo.evaluate.calibration import DEFAULT_PAIRS, MIN_PAIRS, load_pairs
 from sapo.files import safe_name
 from sapo.log import get_logger
 
@@ -40,7 +41,7 @@ class EvalRun:
     max_new_tokens: int | None
     chat_template: str | None
     lm_eval_model: str | None = None  # what lm-eval loads: the model, or a folder giving it --chat-template
-    calibration_pairs: int = 40  # judge calibration before MT-Bench and AlpacaEval (0: none)
+    calibration_pairs: int = DEFAULT_PAIRS  # judge calibration before MT-Bench and AlpacaEval (0: none)
 
 
 def _lm_eval_data(data: str) -> str:
@@ -68,19 +69,23 @@ def _run_ifeval(run: EvalRun, loaded, judge) -> dict:
 
 
 def _run_mtbench(run: EvalRun, loaded, judge) -> dict:
-    from sapo.evaluate.mtbench import run_mtbench
+    from sapo.evaluate.calibration import calibrate_mtbench
+    from sapo.evaluate.mtbench import load_mtbench_data, run_mtbench
 
-    return run_mtbench(loaded, judge, run.output, data=run.data, limit=run.limit, batch_size=run.batch_size,
-                       seed=run.seed, fingerprint=loaded.fingerprint, calibration_pairs=run.calibration_pairs,
-                          **_budget(run, "max_new_tokens"))  # fmt: skip
+    calibration = calibrate_mtbench(judge, load_mtbench_data(run.data), run.calibration_pairs)  # first: cheap
+    entry = run_mtbench(loaded, judge, run.output, data=run.data, limit=run.limit, batch_size=run.batch_size,
+                        seed=run.seed, fingerprint=loaded.fingerprint, **_budget(run, "max_new_tokens"))  # fmt: skip
+    return {**entry, "calibration": calibration}
 
 
 def _run_alpacaeval(run: EvalRun, loaded, judge) -> dict:
     from sapo.evaluate.alpacaeval import run_alpacaeval
+    from sapo.evaluate.calibration import calibrate_alpacaeval
 
-    return run_alpacaeval(loaded, judge, run.output, data=run.data, limit=run.limit, batch_size=run.batch_size,
-                          seed=run.seed, fingerprint=loaded.fingerprint, calibration_pairs=run.calibration_pairs,
-                          **_budget(run, "max_new_tokens"))  # fmt: skip
+    calibration = calibrate_alpacaeval(judge, run.output / "alpacaeval", run.calibration_pairs)
+    entry = run_alpacaeval(loaded, judge, run.output, data=run.data, limit=run.limit, batch_size=run.batch_size,
+                           seed=run.seed, fingerprint=loaded.fingerprint, **_budget(run, "max_new_tokens"))  # fmt: skip
+    return {**entry, "calibration": calibration}
 
 
 RUNNERS = {"openllm": _run_openllm, "ifeval": _run_ifeval, "mtbench": _run_mtbench, "alpacaeval": _run_alpacaeval}
@@ -118,18 +123,22 @@ def open_judge(args, stack: ExitStack, output: Path):
                                           max_retries=args.judge_max_retries, backoff_seconds=args.judge_backoff)  # fmt: skip
         if settings is None:
             return None
-    return Judge(settings, output / "judge_cache.jsonl")
+    return Judge(settings, Path(args.judge_cache) if args.judge_cache else output / "judge_cache.jsonl")
 
 
 def evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from sapo.evaluate.judge import HOW_TO_CONFIGURE
-    from sapo.evaluate.results import model_provenance, write_results
+    from sapo.evaluate.results import model_provenance, package_versions, write_results
 
     if args.show_prompts:
         return show_prompts(args)
     suite = parse_suite(args.suite)
+    if args.calibration_pairs and set(suite) & set(JUDGED):
+        if args.calibration_pairs < MIN_PAIRS:
+            raise RecipeError(f"--calibration-pairs {args.calibration_pairs}: at least {MIN_PAIRS} (or 0 to skip)")
+        load_pairs(args.calibration_pairs)  # a bad count fails now, not after the answers are generated
     output = Path(args.output) if args.output else default_output(args.model)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
@@ -167,7 +176,9 @@ def evaluate(args: argparse.Namespace) -> int:
                 entry = RUNNERS[name](run, loaded, judge)
                 ran += 1
             judge_info = judge.settings.describe() if judge is not None else None
-            entry = {**entry, "run": run_info}  # each benchmark keeps the settings it was measured with
+            # Each benchmark keeps what it was measured with: a later run on the same weights may change them.
+            entry = {**entry, "run": run_info, "packages": package_versions(),
+                     "chat_template_sha256": model_info["chat_template_sha256"]}  # fmt: skip
             path = write_results(output, model=model_info, run=run_info, judge=judge_info, benchmarks={name: entry})
         if judge is not None:
             logger.info(f"judge: {judge.api_calls} requests sent, {len(judge.cache)} judgments cached")
@@ -278,9 +289,12 @@ def add_eval_command(sub) -> None:
     )
     judge.add_argument("--judge-backoff", type=non_negative_float, default=1.0,
                        help="first retry wait in seconds, doubled each retry (default 1)")  # fmt: skip
-    judge.add_argument("--calibration-pairs", type=non_negative_int, default=40,
+    judge.add_argument("--judge-cache", metavar="FILE",
+                       help="judgment cache (default OUTPUT/judge_cache.jsonl); one file shared by several runs asks "
+                       "the judge each calibration pair once")  # fmt: skip
+    judge.add_argument("--calibration-pairs", type=non_negative_int, default=DEFAULT_PAIRS,
                        help="held-out pairs (right vs wrong answer) the judge must tell apart before its MT-Bench "
-                       "and AlpacaEval scores are trusted; recorded in results.json; 0: skip (default 40)")  # fmt: skip
+                       "and AlpacaEval scores are trusted; recorded in results.json; 0: skip (default %(default)s)")  # fmt: skip
     judge.add_argument("--local-judge-model", default="embedded", help="model served by --judge local")
     judge.add_argument("--local-judge-max-tokens", type=positive_int, default=512,
                        help="longest reply of the local judge, whatever a benchmark asks (default 512)")  # fmt: skip

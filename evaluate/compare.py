@@ -6,8 +6,9 @@ Pairing matters: on 80 MT-Bench questions the spread between questions dwarfs th
 between two checkpoints, and only a paired test sees past it.
 
 Two runs are compared only when their numbers mean the same thing. A benchmark is refused,
-with the reason, when the data, the items, the judge, the benchmark's settings, the chat
-template or the versions of the packages that score it differ (an lm-eval upgrade alone moves
+with the reason, when the data, the items, the judge (or its calibration failed), the
+benchmark's settings (answer budget, dtype, template override, annotator), the chat template
+(for the benchmarks that render with it) or the versions of the packages that score it differ (an lm-eval upgrade alone moves
 GSM8K: SPIN#12). A metric that is not a mean over items (AlpacaEval's LC win rate, a GLM fitted
 per model) is shown with each run's own interval and no test.
 """
@@ -21,12 +22,14 @@ from pathlib import Path
 
 from sapo.errors import DataError
 from sapo.evaluate.items import item_parts, read_items
-from sapo.evaluate.uncertainty import paired_bootstrap
+from sapo.evaluate.uncertainty import RESAMPLES, paired_bootstrap
 
 # Packages whose version changes a benchmark's number (beside torch and transformers, which change all).
 SCORING_PACKAGES = {"openllm": ("lm_eval",), "ifeval": ("lm_eval",), "mtbench": ("fschat",),
                     "alpacaeval": ("alpaca_eval",)}  # fmt: skip
 COMMON_PACKAGES = ("torch", "transformers")
+TEMPLATED = ("ifeval", "mtbench", "alpacaeval")  # rendered with the chat template (Open LLM v1 is not)
+RUN_KEYS = ("dtype", "max_new_tokens", "chat_template")  # run settings that change answers (the seed may differ)
 
 
 @dataclass
@@ -48,43 +51,64 @@ def load(path: str | Path) -> tuple[dict, Path]:
         raise DataError(f"{path}: not JSON ({err})") from err
 
 
-def _judge_name(entry: dict, body: dict) -> str | None:
-    judge = entry.get("judge") or body.get("judge") or {}
-    return judge.get("name") or judge.get("model")
+def _judge(entry: dict, body: dict) -> dict:
+    """What identifies the judge (its model and the local judge's settings; not the URL, which moves)."""
+    judge = dict(entry.get("judge") or body.get("judge") or {})
+    judge.pop("base_url", None)
+    return judge
+
+
+def _differs(a: dict, b: dict, keys) -> list[str]:
+    return [k for k in keys if a.get(k) != b.get(k)]
 
 
 def refusal(name: str, a: tuple[dict, dict], b: tuple[dict, dict]) -> str | None:
-    """Why benchmark ``name`` of run A and run B must not be compared, or None. ``a`` = (entry, body)."""
+    """Why benchmark ``name`` of run A and run B must not be compared, or None. ``a`` = (entry, body): a
+    benchmark's entry records its own run settings and package versions (``sapo eval`` writes them per
+    benchmark, so an entry kept from an earlier run keeps its own); older files fall back to the body's."""
     (entry_a, body_a), (entry_b, body_b) = a, b
     if entry_a.get("data") != entry_b.get("data"):
         return f"different data ({entry_a.get('data')!r} vs {entry_b.get('data')!r})"
-    if entry_a.get("settings") != entry_b.get("settings"):
-        keys = sorted(k for k in {*entry_a.get("settings", {}), *entry_b.get("settings", {})}
-                      if entry_a.get("settings", {}).get(k) != entry_b.get("settings", {}).get(k))  # fmt: skip
-        return f"different benchmark settings ({', '.join(keys)})"
-    if _judge_name(entry_a, body_a) != _judge_name(entry_b, body_b):
-        return f"different judges ({_judge_name(entry_a, body_a)!r} vs {_judge_name(entry_b, body_b)!r})"
-    template_a = body_a.get("model", {}).get("chat_template_sha256")
-    template_b = body_b.get("model", {}).get("chat_template_sha256")
-    if template_a != template_b:
+    settings_a, settings_b = entry_a.get("settings", {}), entry_b.get("settings", {})
+    keys = _differs(settings_a, settings_b, sorted({*settings_a, *settings_b}))
+    keys += _differs(entry_a.get("run", {}), entry_b.get("run", {}), RUN_KEYS)
+    keys += _differs(entry_a, entry_b, ("annotator",))
+    keys += (
+        ["lc variant"] if (entry_a.get("lc") or {}).get("variant") != (entry_b.get("lc") or {}).get("variant") else []
+    )
+    if keys:
+        return f"different benchmark settings ({', '.join(dict.fromkeys(keys))})"
+    if _judge(entry_a, body_a) != _judge(entry_b, body_b):
+        return f"different judges ({_judge(entry_a, body_a).get('name')!r} vs {_judge(entry_b, body_b).get('name')!r})"
+    failed = [run for run, entry in (("A", entry_a), ("B", entry_b))
+              if (entry.get("calibration") or {}).get("passed") is False]  # fmt: skip
+    if failed:
+        return f"the judge failed calibration in run {' and '.join(failed)}: its scores are not evidence"
+    template_a = entry_a.get("chat_template_sha256", body_a.get("model", {}).get("chat_template_sha256"))
+    template_b = entry_b.get("chat_template_sha256", body_b.get("model", {}).get("chat_template_sha256"))
+    if name in TEMPLATED and template_a != template_b:
         return "different chat templates (the prompts differ, so the items do)"
+    packages_a, packages_b = (
+        entry_a.get("packages") or body_a.get("packages", {}),
+        entry_b.get("packages") or body_b.get("packages", {}),
+    )
     for package in (*COMMON_PACKAGES, *SCORING_PACKAGES.get(name, ())):
-        version_a, version_b = body_a.get("packages", {}).get(package), body_b.get("packages", {}).get(package)
-        if version_a != version_b:
-            return f"different {package} versions ({version_a} vs {version_b})"
+        if packages_a.get(package) != packages_b.get(package):
+            return f"different {package} versions ({packages_a.get(package)} vs {packages_b.get(package)})"
     if "items" not in entry_a or "items" not in entry_b:
         return "no per-item scores (results written before sapo-items/1: rerun `sapo eval`)"
     return None
 
 
 def compare_benchmark(
-    name: str, a: tuple[dict, dict], b: tuple[dict, dict], *, shared_only: bool
+    name: str, a: tuple[dict, dict, Path], b: tuple[dict, dict, Path], *, shared_only: bool
 ) -> BenchmarkComparison:
-    why = refusal(name, a, b)
+    """``a`` = (entry, results body, folder of that results.json)."""
+    why = refusal(name, a[:2], b[:2])
     if why:
         return BenchmarkComparison(name, refused=why)
-    items_a = read_items(a[0]["items"], f"run A {name}")
-    items_b = read_items(b[0]["items"], f"run B {name}")
+    items_a = read_items(a[0]["items"], f"run A {name}", a[2])
+    items_b = read_items(b[0]["items"], f"run B {name}", b[2])
     ids_a = {i for items in items_a["metrics"].values() for i in items}
     ids_b = {i for items in items_b["metrics"].values() for i in items}
     if not ids_a & ids_b:
@@ -115,11 +139,12 @@ def compare_runs(path_a: str | Path, path_b: str | Path, *, shared_only: bool = 
         entry_b = body_b.get("benchmarks", {}).get(name)
         if entry_b is None or "skipped" in entry_a or "skipped" in entry_b:
             continue
-        comparison = compare_benchmark(name, (entry_a, body_a), (entry_b, body_b), shared_only=shared_only)
+        comparison = compare_benchmark(name, (entry_a, body_a, file_a.parent), (entry_b, body_b, file_b.parent),
+                                       shared_only=shared_only)  # fmt: skip
         benchmarks[name] = {"refused": comparison.refused, "metrics": comparison.metrics}
     return {"a": {"results": str(file_a), "model": body_a.get("model", {}).get("name")},
             "b": {"results": str(file_b), "model": body_b.get("model", {}).get("name")},
-            "test": "paired bootstrap over shared items, 2000 resamples, percentile 95% interval, two-sided p",
+            "test": f"paired bootstrap over shared items, {RESAMPLES} resamples, percentile 95% interval, two-sided p",
             "benchmarks": benchmarks}  # fmt: skip
 
 
@@ -156,7 +181,7 @@ def _compare(args: argparse.Namespace) -> int:
 def add_compare_command(sub) -> None:
     p = sub.add_parser(
         "compare",
-        help="paired comparison of two `sapo eval` results: difference, 95% interval, significance",
+        help="paired comparison of two `sapo eval` results: difference, 95%% interval, significance",
         description="Compare run A with run B on every benchmark both scored: per metric, A - B with a paired "
         "bootstrap 95% interval and two-sided p over the items both scored. A benchmark is refused, with the "
         "reason, when the runs differ in data, items, judge, benchmark settings, chat template or scoring "

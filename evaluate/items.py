@@ -15,7 +15,8 @@ The file, ``OUTPUT/<benchmark>/items.json``::
      "metrics": {"turn_1": {"81:3fa...": [8.0, 1], ...}, ...},   metric -> item id -> [sum, count]
      "mean_of": {"average": ["arc_challenge", ...]}}             scores that are a plain mean of others
 
-For every metric here, ``ratio(metrics[m])`` equals the benchmark's reported value (tests check it).
+For every metric here, ``ratio(metrics[m])`` equals the benchmark's reported value (tests check it),
+except AlpacaEval's ``avg_length``, which alpaca_eval truncates to an integer.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def lm_eval_items(benchmark: dict, names: dict[str, str], samples: dict, group_s
             metric, metric_filter = lm_eval_key.split(",")
             items = {}
             for task in tasks:
+                if task not in samples:
+                    raise DataError(f"lm-eval logged no samples for task {task} (benchmark {benchmark['benchmark']})")
                 for row in samples[task]:
                     if row["filter"] == metric_filter:
                         items[f"{task}/{row['doc_id']}:{row['doc_hash'][:10]}"] = _pair(row[metric])
@@ -68,6 +71,8 @@ def mtbench_items(judgments: list[dict], questions: list[dict]) -> dict[str, Ite
     ids = {q["question_id"]: f"{q['question_id']}:{_short_hash(json.dumps(q['turns']))}" for q in questions}
     metrics = {"turn_1": {}, "turn_2": {}, "average": {}}
     for row in judgments:
+        if row["question_id"] not in ids:
+            raise DataError(f"MT-Bench judgment for question {row['question_id']}, which is not in the question set")
         item = ids[row["question_id"]]
         pair = (row["score"], 1.0) if row["score"] != -1 else (0.0, 0.0)
         metrics[f"turn_{row['turn']}"][item] = pair
@@ -76,15 +81,24 @@ def mtbench_items(judgments: list[dict], questions: list[dict]) -> dict[str, Ite
     return metrics
 
 
+def alpaca_preference(value) -> float | None:
+    """An alpaca_eval preference in [1, 2] (2: the model's output, "output_2", preferred), read as its
+    ``describe_head2head`` reads it: 0 is a draw (1.5); missing, NaN or out of range is None (dropped)."""
+    value = 1.5 if value == 0 else value
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value or not 1 <= value <= 2:
+        return None
+    return float(value)
+
+
 def alpacaeval_items(annotations: list[dict], outputs: list[dict]) -> dict[str, Items]:
     """win_rate (100 x (preference - 1); a preference of 0 is a draw, 1.5, and a missing one counts nowhere,
     as alpaca_eval's ``describe_head2head``) and avg_length (characters of each output)."""
     win_rate = {}
     for row in annotations:
-        preference = row.get("preference")
-        preference = 1.5 if preference == 0 else preference
-        valid = isinstance(preference, int | float) and preference == preference and 1 <= preference <= 2
-        win_rate[_short_hash(row["instruction"])] = (100.0 * (preference - 1), 1.0) if valid else (0.0, 0.0)
+        preference = alpaca_preference(row.get("preference"))
+        win_rate[_short_hash(row["instruction"])] = (
+            (0.0, 0.0) if preference is None else (100.0 * (preference - 1), 1.0)
+        )
     length = {_short_hash(row["instruction"]): (float(len(row["output"])), 1.0) for row in outputs}
     return {"win_rate": win_rate, "avg_length": length}
 
@@ -93,16 +107,18 @@ def alpacaeval_items(annotations: list[dict], outputs: list[dict]) -> dict[str, 
 
 
 def write_items(folder: Path, benchmark: str, metrics: dict[str, Items], mean_of: dict | None = None) -> dict:
-    """Write ``folder/items.json``; return the results.json reference to it (path and content hash)."""
+    """Write ``folder/items.json`` (``folder`` = OUTPUT/<benchmark>); return the results.json reference to it:
+    its path relative to OUTPUT, so a results folder can be moved or read from anywhere, and its sha256."""
     body = {"schema": SCHEMA, "benchmark": benchmark, "mean_of": mean_of or {},
             "metrics": {name: {i: list(pair) for i, pair in items.items()} for name, items in metrics.items()}}  # fmt: skip
     path = atomic_write_json(Path(folder) / "items.json", body, indent=None)
-    return {"file": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    return {"file": f"{Path(folder).name}/items.json", "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
-def read_items(reference: dict, where: str) -> dict:
-    """The items file a results.json entry names, checked against its recorded hash."""
-    path = Path(reference["file"])
+def read_items(reference: dict, where: str, results_dir: Path) -> dict:
+    """The items file a results.json entry names (relative to ``results_dir``, the folder of that
+    results.json), checked against its recorded hash."""
+    path = Path(results_dir) / reference["file"]
     if not path.is_file():
         raise DataError(f"{where}: per-item scores {path} are missing (moved or deleted)")
     if hashlib.sha256(path.read_bytes()).hexdigest() != reference["sha256"]:

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sapo.errors import DataError
-from sapo.evaluate.calibration import DEFAULT_PAIRS, calibrate_mtbench
 from sapo.evaluate.items import bootstrap_all, mtbench_items, write_items
 from sapo.files import atomic_write_json, read_jsonl, safe_name, write_jsonl
 
@@ -200,12 +199,12 @@ def summarize(judgments: list[dict]) -> dict:
 
 def run_mtbench(loaded, judge, output_dir: Path, *, data: str = "auto", limit: int | None = None,
                 max_new_tokens: int = 1024, batch_size: int = 8, seed: int = 0, parallel: int = 4,
-                fingerprint: str | None = None, calibration_pairs: int = DEFAULT_PAIRS) -> dict:  # fmt: skip
+                fingerprint: str | None = None) -> dict:  # fmt: skip
     """Answer, judge and score; write FastChat's files; return the ``benchmarks.mtbench`` entry.
 
     Answers already in ``output_dir`` for the same questions, weights (``fingerprint``) and
-    settings are reused; judgments come from the judge's cache when asked before. The judge is first
-    calibrated on ``calibration_pairs`` held-out pairs (``calibration.py``; 0: not calibrated).
+    settings are reused; judgments come from the judge's cache when asked before. (``sapo eval`` adds the
+    judge's calibration: ``calibration.py``.)
     """
     bench = load_mtbench_data(data)
     questions = bench.questions[:limit] if limit else bench.questions
@@ -219,7 +218,6 @@ def run_mtbench(loaded, judge, output_dir: Path, *, data: str = "auto", limit: i
         answers = generate_answers(loaded, questions, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
         write_jsonl(answers_path, answers)
         atomic_write_json(answers_path.with_suffix(".meta.json"), made_with, indent=None)
-    calibration = calibrate_mtbench(judge, bench, calibration_pairs, parallel=parallel) if calibration_pairs else None
     judgments = judge_answers(judge, bench, answers, parallel=parallel)
     judgment_path = folder / "model_judgment" / f"{safe_name(judge.settings.name)}_single.jsonl"
     write_jsonl(judgment_path, judgments)
@@ -231,7 +229,6 @@ def run_mtbench(loaded, judge, output_dir: Path, *, data: str = "auto", limit: i
         "metrics": summarize(judgments),
         "uncertainty": bootstrap_all(items, unit="questions"),
         "items": write_items(folder, "mtbench", items),
-        "calibration": calibration,
         "judge": judge.settings.describe(),
         "settings": {"max_new_tokens": max_new_tokens, "temperatures": "FastChat per category",
                      "judge_temperature": 0, "judge_max_tokens": 2048, "prompts": "FastChat single-v1/single-math-v1",

@@ -1,14 +1,10 @@
 """What our numbers in a table were measured with, read from the results files: the runs and their
 weights, the data, the judge and its calibration, the interval methods, and the gaps. Printed under
-every table by ``render.py``."""
+every table by ``render.py``; ``table`` is its ``Table`` (not imported: render imports this module)."""
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from sapo.reproduce.render import Table
 
 JUDGED_SUITES = ("mtbench", "alpacaeval")
 
@@ -20,7 +16,7 @@ def _tally(values: list[str]) -> str:
     return ", ".join(f"{v} ({n} run{'s' if n > 1 else ''})" for v, n in counts.items())
 
 
-def measured_lines(table: Table) -> list[str]:
+def measured_lines(table) -> list[str]:
     """What ours was measured with, read from the results files: models, data, judge, gaps."""
     runs = [(f"{r.model}/{r.row.key}", r.results) for r in table.rows]
     present = [(key, body) for key, body in runs if body is not None]
@@ -76,7 +72,7 @@ def _calibration_text(calibrations: list[dict | None]) -> str:
     return ", calibration: " + _tally([one(c) for c in calibrations])
 
 
-def _interval_methods(table: Table) -> list[str]:
+def _interval_methods(table) -> list[str]:
     """Each column's interval method(s), from the cells that have one."""
     out = []
     for column in table.spec.columns:

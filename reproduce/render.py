@@ -118,6 +118,8 @@ def judge_failed(results: dict | None, column: Column) -> str | None:
     """ "judge failed calibration (x% on n)" when the column's judge did not pass (``evaluate/calibration.py``)."""
     from sapo.evaluate.calibration import failed_text
 
+    if not column.judged:
+        return None
     entry = (results or {}).get("benchmarks", {}).get(column.suite) or {}
     calibration = entry.get("calibration")
     return failed_text(calibration) if calibration and not calibration["passed"] else None

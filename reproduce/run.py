@@ -93,8 +93,10 @@ def train_step(plan: RunPlan, root: Path, launcher: list[str]) -> Step:
 
 def eval_step(plan: RunPlan, root: Path, suites: list[str], extra: list[str]) -> Step:
     model = plan.evaluate or str(RUNS_ROOT / plan.run_id)
+    # One judge cache per scale: every run of a table shares the judge's calibration judgments (asked once).
     argv = [sys.executable, "-m", "sapo.cli", "eval", model, "--suite", ",".join(suites), "--output",
-            str(RESULTS_ROOT / plan.run_id), *EVAL_ARGS[plan.scale], *extra]  # fmt: skip
+            str(RESULTS_ROOT / plan.run_id), "--judge-cache", str(RESULTS_ROOT / plan.scale / "judge_cache.jsonl"),
+            *EVAL_ARGS[plan.scale], *extra]  # fmt: skip
     return Step(f"evaluate {plan.run_id} on {','.join(suites)}", argv)
 
 

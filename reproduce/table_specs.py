@@ -74,6 +74,7 @@ class Column:
     decimals: int = 2
     fallbacks: tuple[Fallback, ...] = ()
     note: str | None = None
+    judged: bool = True  # false: a judged suite's metric the judge does not decide (AlpacaEval's output length)
 
 
 @dataclass(frozen=True)

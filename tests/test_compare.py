@@ -17,15 +17,17 @@ from sapo.evaluate.uncertainty import bootstrap_interval
 PACKAGES = {"torch": "2.13.0", "transformers": "4.0", "fschat": "0.2.36"}
 
 
-def fake_run(folder, scores: dict[str, float], *, judge="gpt-4", data="mt_bench", packages=None, template="t1"):
+def fake_run(folder, scores: dict[str, float], *, judge="gpt-4", data="mt_bench", packages=None, template="t1",
+             calibration_passed=True, benchmark="mtbench"):  # fmt: skip
     """A results.json with one MT-Bench entry whose per-question averages are ``scores``."""
     items = {"average": {qid: (value, 1.0) for qid, value in scores.items()}}
-    entry = {"data": data, "settings": {"max_new_tokens": 1024}, "judge": {"name": judge},
+    entry = {"data": data, "settings": {"max_new_tokens": 1024}, "judge": {"name": judge, "base_url": str(folder)},
+             "calibration": {"passed": calibration_passed},
              "metrics": {"average": sum(scores.values()) / len(scores)},
              "uncertainty": {"average": bootstrap_interval(items["average"]).as_dict()},
-             "items": write_items(folder / "mtbench", "mtbench", items)}  # fmt: skip
+             "items": write_items(folder / benchmark, benchmark, items)}  # fmt: skip
     model = {"name": folder.name, "weights_sha256": folder.name, "chat_template_sha256": template}
-    path = write_results(folder, model=model, run={}, judge=None, benchmarks={"mtbench": entry})
+    path = write_results(folder, model=model, run={}, judge=None, benchmarks={benchmark: entry})
     body = json.loads(path.read_text())
     body["packages"] = {**PACKAGES, **(packages or {})}  # what write_results records, pinned for the test
     path.write_text(json.dumps(body))
@@ -57,6 +59,7 @@ def test_a_planted_difference_is_significant_and_a_copy_is_not(tmp_path):
         ({"packages": {"fschat": "0.2.35"}}, "different fschat versions"),
         ({"packages": {"torch": "2.12.0"}}, "different torch versions"),
         ({"template": "t2"}, "different chat templates"),
+        ({"calibration_passed": False}, "the judge failed calibration in run B"),
     ],
 )
 def test_incomparable_runs_are_refused_with_the_reason(tmp_path, change, reason, capsys):
@@ -65,6 +68,17 @@ def test_incomparable_runs_are_refused_with_the_reason(tmp_path, change, reason,
     assert reason in compare_runs(a, b)["benchmarks"]["mtbench"]["refused"]
     assert main(["compare", str(a), str(b)]) == 2  # nothing could be compared
     assert reason in capsys.readouterr().out
+
+
+def test_open_llm_ignores_the_chat_template_and_results_folders_can_move(tmp_path):
+    """Open LLM v1 prompts without the chat template: a base model and its SFT compare. The items file is found
+    beside results.json wherever the folders are moved."""
+    a = fake_run(tmp_path / "a", HARD, benchmark="openllm")
+    fake_run(tmp_path / "b", HARD, benchmark="openllm", template="t2")
+    moved = tmp_path / "elsewhere"
+    (tmp_path / "b").rename(moved)
+    body = compare_runs(a, moved)["benchmarks"]["openllm"]
+    assert body["refused"] is None and body["metrics"]["average"]["difference"] == 0
 
 
 def test_different_items_are_refused_unless_shared_items_is_asked(tmp_path):
@@ -91,7 +105,8 @@ def test_two_real_mtbench_runs_compare_on_their_shared_questions(tiny_model_dir,
 
     def evaluate(output, *extra):
         argv = ["eval", str(tiny_model_dir), "--suite", "mtbench", "--data", "fixtures", "--output", str(output),
-                "--judge-model", "scripted", "--judge-base-url", server.base_url, *extra]  # fmt: skip
+                "--judge-model", "scripted", "--judge-base-url", server.base_url, "--calibration-pairs", "0",
+                *extra]  # this judge would fail calibration (tests/test_calibration.py), and compare would refuse  # fmt: skip
         assert main(argv) == 0
 
     with JudgeServer(judge, "scripted") as server:

@@ -75,7 +75,6 @@ def _judge(server: JudgeServer, cache: Path) -> Judge:
 def _run(loaded, judge, out: Path, **kwargs) -> dict:
     from sapo.evaluate.alpacaeval import run_alpacaeval
 
-    kwargs.setdefault("calibration_pairs", 0)  # calibration: tests/test_calibration.py
     return run_alpacaeval(loaded, judge, out, data="fixtures", max_new_tokens=8, fingerprint="tiny", **kwargs)
 
 
@@ -103,7 +102,7 @@ def test_win_rate_matches_the_judges_rule_and_alpaca_eval_reads_our_files(loaded
     assert metrics["avg_length"] == int(outputs["output"].str.len().mean())  # characters, as alpaca_eval reports
     annotations = pd.read_json(folder / "annotations.json")
     assert get_winrate(annotations)["win_rate"] == pytest.approx(WIN_RATE)
-    items = read_items(result["items"], "alpacaeval")["metrics"]
+    items = read_items(result["items"], "alpacaeval", tmp_path)["metrics"]
     assert ratio(items["win_rate"]) == pytest.approx(metrics["win_rate"])
     assert int(ratio(items["avg_length"])) == metrics["avg_length"]
     uncertainty = result["uncertainty"]
@@ -157,7 +156,7 @@ def test_official_lc_when_df_gamed_is_beside_the_data(loaded, tmp_path):
     _df_gamed(data / "df_gamed.csv", len(rows))
     with JudgeServer(scripted_judge, "scripted-judge") as server:
         result = run_alpacaeval(loaded, _judge(server, tmp_path / "judge_cache.jsonl"), tmp_path, data=str(data),
-                                max_new_tokens=8, calibration_pairs=0)  # fmt: skip
+                                max_new_tokens=8)  # fmt: skip
     assert result["data"] == str(data / "model_outputs.json") and result["complete"] is False
     assert result["metrics"]["win_rate"] == pytest.approx(WIN_RATE)
     metrics = result["metrics"]

@@ -115,7 +115,7 @@ def test_openllm_error_bars_are_lm_evals_and_items_reproduce_its_scores(openllm_
     six = ["arc_challenge", "hellaswag", "truthfulqa_mc2", "mmlu", "winogrande", "gsm8k"]
     expected = math.sqrt(sum(uncertainty[k]["stderr"] ** 2 for k in six)) / 6
     assert uncertainty["average"]["stderr"] == pytest.approx(expected)
-    body = read_items(openllm_run["items"], "openllm")
+    body = read_items(openllm_run["items"], "openllm", Path(openllm_run["tasks_dir"]).parents[1])
     for name, value in openllm_run["metrics"].items():
         assert ratio(body["metrics"][name]) == pytest.approx(value), name
     assert len(body["metrics"]["mmlu"]) == 2 * LIMIT  # both fixture subjects, pooled
@@ -147,7 +147,7 @@ def test_ifeval_reports_all_four_numbers(ifeval_run):
         "prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loose_acc", "inst_level_loose_acc",
     }  # fmt: skip
     assert all(0.0 <= v <= 1.0 for v in ifeval_run["metrics"].values())
-    items = read_items(ifeval_run["items"], "ifeval")["metrics"]
+    items = read_items(ifeval_run["items"], "ifeval", Path(ifeval_run["tasks_dir"]).parents[1])["metrics"]
     for name, value in ifeval_run["metrics"].items():  # bootstrap over prompts; lm-eval's stderr kept beside
         assert ratio(items[name]) == pytest.approx(value)
         assert "bootstrap" in ifeval_run["uncertainty"][name]["method"]

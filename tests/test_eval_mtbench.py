@@ -79,7 +79,7 @@ def test_mtbench_end_to_end_with_a_flaky_judge(tiny_model_dir, tmp_path):
     assert metrics["turn_1"] == pytest.approx(turn1) and metrics["turn_2"] == pytest.approx(turn2)
     assert metrics["average"] == pytest.approx(average)
     # Error bars: a bootstrap over questions, from per-item scores that reproduce each mean.
-    items = read_items(entry["items"], "mtbench")["metrics"]
+    items = read_items(entry["items"], "mtbench", tmp_path)["metrics"]
     for name in ("turn_1", "turn_2", "average"):
         assert ratio(items[name]) == pytest.approx(metrics[name])
         interval = entry["uncertainty"][name]

@@ -87,10 +87,30 @@ def test_paired_bootstrap_finds_a_planted_shift_and_not_a_null():
     same = paired_bootstrap([b], [dict(b)])
     assert same.difference == 0 and same.p_value == 1.0 and not same.significant
 
-    noise = {k: (float(rng.random() < 0.5), 1.0) for k in b}
-    other = {k: (float(rng.random() < 0.5), 1.0) for k in b}
-    null = paired_bootstrap([noise], [other])
-    assert null.ci95[0] < null.difference < null.ci95[1]
+
+def test_paired_interval_matches_the_paired_t_interval_on_a_noisy_shift():
+    rng = np.random.default_rng(2)
+    hardness = rng.normal(5, 3, 400)
+    b = {f"q{i}": (float(h), 1.0) for i, h in enumerate(hardness)}
+    a = {k: (s + 0.3 + float(rng.normal(0, 1)), 1.0) for k, (s, _) in b.items()}
+    diffs = np.array([a[k][0] - b[k][0] for k in b])
+    half_t = 1.966 * diffs.std(ddof=1) / math.sqrt(len(diffs))  # t quantile, 399 degrees of freedom
+    found = paired_bootstrap([a], [b])
+    assert found.difference == pytest.approx(diffs.mean())
+    assert (found.ci95[1] - found.ci95[0]) / 2 == pytest.approx(half_t, rel=0.1)
+    assert found.significant
+
+
+def test_a_null_is_rejected_about_five_percent_of_the_time():
+    """200 pairs of runs with no true difference (independent coin flips on 60 items): the paired test's
+    false-positive rate is near its 5% level."""
+    rng = np.random.default_rng(3)
+    rejected = 0
+    for _ in range(200):
+        a = {f"q{i}": (float(v), 1.0) for i, v in enumerate(rng.random(60) < 0.5)}
+        b = {f"q{i}": (float(v), 1.0) for i, v in enumerate(rng.random(60) < 0.5)}
+        rejected += paired_bootstrap([a], [b], resamples=500).significant
+    assert 2 <= rejected <= 22  # 10 expected; beyond 3 binomial standard deviations either way
 
 
 def test_paired_bootstrap_uses_shared_items_and_means_of_parts():
@@ -131,10 +151,10 @@ def test_alpacaeval_items_follow_describe_head2head():
 def test_items_file_round_trip_and_tamper_check(tmp_path):
     metrics = {"arc": {"t/0:aa": (1.0, 1.0), "t/1:bb": (0.0, 1.0)}, "gsm8k": {"g/0:cc": (1.0, 1.0)}}
     reference = write_items(tmp_path, "openllm", metrics, {"average": ["arc", "gsm8k"]})
-    body = read_items(reference, "run A")
+    body = read_items(reference, "run A", tmp_path.parent)
     assert body["metrics"] == metrics
     assert item_parts(body, "average") == [metrics["arc"], metrics["gsm8k"]]
     assert item_parts(body, "arc") == [metrics["arc"]] and item_parts(body, "missing") is None
     (tmp_path / "items.json").write_text((tmp_path / "items.json").read_text().replace("1.0", "0.0", 1))
     with pytest.raises(Exception, match="changed after results.json was written"):
-        read_items(reference, "run A")
+        read_items(reference, "run A", tmp_path.parent)
