@@ -40,6 +40,7 @@ class Cell:
     difference: float | None
     interval: dict | None = None  # ours' uncertainty entry, ci95 and stderr in the paper's unit
     judge_failed: str | None = None  # set: the judge failed calibration, and this replaces ours
+    marks: tuple[str, ...] = ()  # significant differences from baseline rows: "▲SFT", "▼DPO" (baselines.py)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class Table:
     scale: Scale
     rows: tuple[TableRow, ...]
     paper: PaperNumbers
+    not_compared: tuple[str, ...] = ()  # baseline comparisons refused, with the reason
 
 
 @dataclass(frozen=True)
@@ -125,21 +127,36 @@ def judge_failed(results: dict | None, column: Column) -> str | None:
     return failed_text(calibration) if calibration and not calibration["passed"] else None
 
 
-def normalise_runs(spec: TableSpec, scale: str, runs: Mapping) -> dict[str, dict]:
+def _full_keys(spec: TableSpec, scale: str, runs: Mapping) -> dict:
     """``runs`` keyed ``"<model>/<row>"`` (``RunPlan.key``), or by row alone when the scale has one model."""
     models = spec.models_at(scale)
     known = {f"{m}/{r.key}" for m in models for r in spec.rows}
-    loaded = {}
+    out = {}
     for key, source in runs.items():
         full = key if "/" in key or len(models) > 1 else f"{models[0]}/{key}"
         if full not in known:
             raise ValueError(f"{spec.name} at {scale}: no row {key!r}; expected one of {sorted(known)}")
-        loaded[full] = load_results(source)
-    return loaded
+        out[full] = source
+    return out
 
 
-def build_table(spec: TableSpec, scale: str, paper: PaperNumbers, measured: Mapping[str, dict]) -> Table:
-    """Pure: one TableRow per (model, row) of the scale, ``measured`` keyed ``"<model>/<row>"``."""
+def _folder(source) -> Path | None:
+    """The folder of a results.json given as a path (None for a loaded dict)."""
+    if isinstance(source, Mapping):
+        return None
+    return Path(source) if Path(source).is_dir() else Path(source).parent
+
+
+def normalise_runs(spec: TableSpec, scale: str, runs: Mapping) -> dict[str, dict]:
+    """Each run's results body, keyed ``"<model>/<row>"`` (see ``_full_keys``)."""
+    return {key: load_results(source) for key, source in _full_keys(spec, scale, runs).items()}
+
+
+def build_table(spec: TableSpec, scale: str, paper: PaperNumbers, measured: Mapping[str, dict],
+                baselines: tuple[dict, list[str]] = ({}, [])) -> Table:  # fmt: skip
+    """Pure: one TableRow per (model, row) of the scale, ``measured`` keyed ``"<model>/<row>"``; ``baselines``:
+    what ``baselines.baseline_marks`` computed from the same results."""
+    marks, not_compared = baselines
     rows = []
     for model in spec.models_at(scale):
         paper_model = spec.paper_model_for(model)
@@ -159,9 +176,9 @@ def build_table(spec: TableSpec, scale: str, paper: PaperNumbers, measured: Mapp
                 if failed:
                     ours, fallback, interval, both = None, None, None, False
                 cells[column.key] = Cell(entry, ours, fallback, ours - reference if both and comparable else None,
-                                         interval, failed)  # fmt: skip
+                                         interval, failed, tuple(marks.get((model, row.key, column.key), ())))  # fmt: skip
             rows.append(TableRow(model, paper_model, row, cells, results))
-    return Table(spec, SCALES[scale], tuple(rows), paper)
+    return Table(spec, SCALES[scale], tuple(rows), paper, tuple(not_compared))
 
 
 # --------------------------------------------------------------------------- shared text
@@ -189,6 +206,8 @@ def cell_texts(table: Table, row: TableRow, column: Column) -> tuple[str, str, s
     if cell.interval is not None and cell.interval["ci95"] is not None:
         low, high = cell.interval["ci95"]
         ours += " ± " + _number((high - low) / 2, column.decimals)
+    if cell.ours is not None and cell.marks:
+        ours += " " + " ".join(cell.marks)
     if cell.ours is not None and cell.fallback in _fallback_marks(table):
         ours += _fallback_marks(table)[cell.fallback]
     diff = "" if cell.difference is None else _number(cell.difference, column.decimals, signed=True)
@@ -221,6 +240,13 @@ def note_lines(table: Table) -> list[str]:
     lines += [c.note.strip() for c in table.spec.columns if c.note]
     lines += list(table.spec.notes)
     lines += [f"Assumption: {a}" for a in table.spec.assumptions]
+    if table.spec.baselines:
+        pairs = "; ".join(
+            f"{r} vs {b if isinstance(b, str) else ', '.join(b)}" for r, b in table.spec.baselines.items()
+        )
+        lines.append(f"▲X / ▼X: significantly above / below row X on the same items (paired bootstrap, 5%; {pairs}); "
+                     "no mark: no difference detectable, or not compared." + (" Not compared: " + "; ".join(
+                         table.not_compared) + "." if table.not_compared else ""))  # fmt: skip
     return lines
 
 
@@ -332,7 +358,7 @@ FORMATS = {"md": to_markdown, "tex": to_latex, "csv": to_csv}
 
 
 def render_table(name: str, scale: str, runs: Mapping, out_dir: Path | str, *,
-                 paper: PaperNumbers | None = None) -> Rendered:  # fmt: skip
+                 paper: PaperNumbers | None = None, tables_dir: Path | None = None) -> Rendered:  # fmt: skip
     """Write ``<name>.md``, ``<name>.tex`` and ``<name>.csv`` into ``out_dir``; return the Markdown and the paths.
 
     ``runs``: ``"<model>/<row>"`` (``RunPlan.key``; the row alone when the scale has one model) -> a results.json
@@ -340,8 +366,13 @@ def render_table(name: str, scale: str, runs: Mapping, out_dir: Path | str, *,
     """
     if scale not in SCALES:
         raise ValueError(f"scale: expected one of {', '.join(SCALES)}, got {scale!r}")
-    spec = load_spec(name)
-    table = build_table(spec, scale, paper or load_paper_numbers(), normalise_runs(spec, scale, runs))
+    from sapo.reproduce.baselines import baseline_marks
+
+    spec = load_spec(name, tables_dir) if tables_dir else load_spec(name)
+    measured = normalise_runs(spec, scale, runs)
+    folders = {key: _folder(source) for key, source in _full_keys(spec, scale, runs).items()}
+    table = build_table(spec, scale, paper or load_paper_numbers(), measured,
+                        baseline_marks(spec, scale, measured, folders))  # fmt: skip
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}

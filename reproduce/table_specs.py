@@ -75,6 +75,7 @@ class Column:
     fallbacks: tuple[Fallback, ...] = ()
     note: str | None = None
     judged: bool = True  # false: a judged suite's metric the judge does not decide (AlpacaEval's output length)
+    higher_is_better: bool | None = True  # None: no direction, so no better/worse marks (output length)
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ class TableSpec:
     notes: tuple[str, ...] = ()
     assumptions: tuple[str, ...] = ()
     x_label: dict = field(default_factory=dict)
+    baselines: dict = field(default_factory=dict)  # row -> the row(s) it is tested against (reproduce/baselines.py)
 
     def models_at(self, scale: str) -> tuple[str, ...]:
         return self.models if scale == "paper" else (EMBEDDED_MODEL,)
@@ -184,6 +186,11 @@ def load_spec(name: str, tables_dir: Path = TABLES_DIR) -> TableSpec:
             raise ValueError(f"{path.name}: column {entry['key']!r} is not in columns.yaml")
         columns.append(replace(known[entry["key"]], label=entry.get("label", known[entry["key"]].label)))
     rows = [_load_row(f"{path.name}: row {entry.get('key')}", entry) for entry in raw["rows"]]
+    keys = {row.key for row in rows}
+    for row, bases in (raw.get("baselines") or {}).items():
+        unknown = {row, *([bases] if isinstance(bases, str) else bases)} - keys
+        if unknown:
+            raise ValueError(f"{path.name}: baselines name rows {sorted(unknown)} the table does not have")
     tuples = {key: tuple(raw.get(key, ())) for key in ("models", "notes", "assumptions")}
     return TableSpec(**{**raw, **tuples, "name": name, "caption": raw["caption"].strip(), "columns": tuple(columns),
                         "rows": tuple(rows)})  # fmt: skip

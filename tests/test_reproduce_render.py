@@ -356,3 +356,38 @@ def test_figure_has_one_panel_per_benchmark_and_our_curve_in_each(tmp_path):
     labels = {ax.get_title(): [line.get_label() for line in ax.get_lines()] for ax in axes}
     assert labels["MT-Bench"] == ["ours (paper)", "paper (unverified)"]
     assert labels["IFEval"] == ["ours (paper)"]
+
+
+def test_methods_are_marked_against_their_baselines_with_the_paired_test(tmp_path):
+    """sapo-dpo beats sft on the same 40 documents (▲SFT); orpo is sft's copy (no mark); spin was scored on
+    other data (not compared, the reason listed)."""
+    from sapo.evaluate.items import write_items
+
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    (tables / "columns.yaml").write_text(COLUMNS_YAML)
+    spec_yaml = SPEC_YAML.replace("  - {key: sapo-dpo, label: SAPO-DPO, recipe: sapo-dpo}\n",
+                                  "  - {key: sapo-dpo, label: SAPO-DPO, recipe: sapo-dpo}\n"
+                                  "  - {key: orpo, label: ORPO, recipe: orpo}\n  - {key: spin, label: SPIN, recipe: spin}\n")  # fmt: skip
+    (tables / "table9.yaml").write_text(spec_yaml + "baselines: {sapo-dpo: sft, orpo: sft, spin: sft}\n")
+    assert load_spec("table9", tables).baselines == {"sapo-dpo": "sft", "orpo": "sft", "spin": "sft"}
+    paper = load_paper_numbers(write_paper_dir(tmp_path / "paper", "table9", PAPER_CELLS))
+    hard = [0.0, 1.0] * 20  # per-document accuracies; sapo-dpo gets 8 more documents right
+    better = [1.0 if i < 16 else v for i, v in enumerate(hard)]
+
+    def run(name, values, data="hub"):
+        folder = tmp_path / "runs" / name
+        items = {"acc": {f"t/{i}:h{i}": (v, 1.0) for i, v in enumerate(values)}}
+        entry = {"data": data, "settings": {}, "metrics": {"acc": sum(values) / len(values)},
+                 "items": write_items(folder / "openllm", "openllm", items)}  # fmt: skip
+        body = results_body(f"runs/{name}", name, openllm=entry)
+        body["packages"] = {"torch": "2.13.0"}
+        return write_json(folder / "results.json", body)
+
+    runs = {"sft": run("sft", hard), "sapo-dpo": run("sapo-dpo", better), "orpo": run("orpo", hard),
+            "spin": run("spin", hard, data="fixtures")}  # fmt: skip
+    markdown = render_table("table9", "paper", runs, tmp_path / "out", paper=paper, tables_dir=tables).markdown
+    lines = {line.split(" | ")[1]: line for line in markdown.splitlines() if line.startswith("| LLaMA")}
+    assert "| 70.00 ▲SFT |" in lines["SAPO-DPO"]  # 28 of 40 against 20 of 40
+    assert "| 50.00 |" in lines["ORPO"] and "▲" not in lines["SPIN"] + lines["ORPO"]
+    assert "Not compared: SPIN vs SFT, Acc: different data ('fixtures' vs 'hub')." in markdown

@@ -1,0 +1,50 @@
+"""Each method against its baseline rows, with ``sapo compare``'s paired test: the marks in a table.
+
+A spec's ``baselines`` maps a row to the rows it is tested against (Table 2: every method against
+SFT, SAPO-DPO also against DPO, SAPO-ORPO against ORPO; Table 3: each ablation against full SAPO).
+For every column with a direction (``higher_is_better``), the two runs' results are compared on
+their shared items (``sapo.evaluate.compare``: same refusals, same paired bootstrap), and a
+significant difference marks the cell ``▲SFT`` (above SFT) or ``▼DPO`` (below DPO). No mark: no
+difference detectable at 5%, or not comparable (the reason is listed under the table).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sapo.evaluate.compare import compare_benchmark
+
+UP, DOWN = "▲", "▼"
+
+
+def baseline_marks(table_spec, scale: str, measured: dict, folders: dict) -> tuple[dict, list[str]]:
+    """``({(model, row, column): [mark, ...]}, [lines naming what could not be compared])``.
+
+    ``measured``: "<model>/<row>" -> results body; ``folders``: the same keys -> the folder of that
+    results.json (None for a results dict with no folder: its items cannot be read)."""
+    labels = {row.key: row.label for row in table_spec.rows}
+    marks, unavailable = {}, []
+    for model in table_spec.models_at(scale):
+        for row, baselines in table_spec.baselines.items():
+            for base in [baselines] if isinstance(baselines, str) else baselines:
+                a, b = f"{model}/{row}", f"{model}/{base}"
+                if a not in measured or b not in measured or folders.get(a) is None or folders.get(b) is None:
+                    continue
+                for column in table_spec.columns:
+                    if column.higher_is_better is None:
+                        continue
+                    suite, metric = column.path.split(".")[0], column.path.split(".")[-1]
+                    entry_a = measured[a]["benchmarks"].get(suite)
+                    entry_b = measured[b]["benchmarks"].get(suite)
+                    if not entry_a or not entry_b or "skipped" in entry_a or "skipped" in entry_b:
+                        continue
+                    result = compare_benchmark(suite, (entry_a, measured[a], Path(folders[a])),
+                                               (entry_b, measured[b], Path(folders[b])), shared_only=False)  # fmt: skip
+                    if result.refused:
+                        unavailable.append(f"{labels[row]} vs {labels[base]}, {column.label}: {result.refused}")
+                        continue
+                    diff = result.metrics.get(metric, {})
+                    if diff.get("significant"):
+                        up = (diff["difference"] > 0) == column.higher_is_better
+                        marks.setdefault((model, row, column.key), []).append((UP if up else DOWN) + labels[base])
+    return marks, list(dict.fromkeys(unavailable))
