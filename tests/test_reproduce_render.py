@@ -326,6 +326,12 @@ def test_spec_with_an_unknown_key_is_refused(tmp_path):
     (tmp_path / "table9.yaml").write_text(SPEC_YAML.replace("row_header:", "row_headr:"))
     with pytest.raises(ValueError, match="row_headr"):
         load_spec("table9", tmp_path)
+    (tmp_path / "table9.yaml").write_text(SPEC_YAML + "baselines: {sapo-dpo: [sft, dpo]}\n")
+    with pytest.raises(ValueError, match=r"baselines name rows \['dpo'\]"):
+        load_spec("table9", tmp_path)
+    shipped = load_spec("table2")
+    assert shipped.baselines["sapo-dpo"] == ["sft", "dpo"]
+    assert {c.key: c.higher_is_better for c in shipped.columns}["alpacaeval_len"] is None
 
 
 # --------------------------------------------------------------------------- Figure 2
