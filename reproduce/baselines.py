@@ -5,7 +5,8 @@ SFT, SAPO-DPO also against DPO, SAPO-ORPO against ORPO; Table 3: each ablation a
 For every column with a direction (``higher_is_better``), the two runs' results are compared on
 their shared items (``sapo.evaluate.compare``: same refusals, same paired bootstrap), and a
 significant difference marks the cell ``▲SFT`` (above SFT) or ``▼DPO`` (below DPO). No mark: no
-difference detectable at 5%, or not comparable (the reason is listed under the table).
+difference detectable at 5%, or not comparable (the reason is listed under the table, except a judge
+that failed calibration: its cells already say so).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from sapo.evaluate.compare import compare_benchmark
 
 UP, DOWN = "▲", "▼"
+FAILED_JUDGE = "the judge failed calibration"  # compare.refusal's words; such cells print the failure instead
 
 
 def baseline_marks(table_spec, scale: str, measured: dict, folders: dict) -> tuple[dict, list[str]]:
@@ -23,7 +25,7 @@ def baseline_marks(table_spec, scale: str, measured: dict, folders: dict) -> tup
     ``measured``: "<model>/<row>" -> results body; ``folders``: the same keys -> the folder of that
     results.json (None for a results dict with no folder: its items cannot be read)."""
     labels = {row.key: row.label for row in table_spec.rows}
-    marks, unavailable = {}, []
+    marks, unavailable = {}, {}
     for model in table_spec.models_at(scale):
         for row, baselines in table_spec.baselines.items():
             for base in [baselines] if isinstance(baselines, str) else baselines:
@@ -41,10 +43,13 @@ def baseline_marks(table_spec, scale: str, measured: dict, folders: dict) -> tup
                     result = compare_benchmark(suite, (entry_a, measured[a], Path(folders[a])),
                                                (entry_b, measured[b], Path(folders[b])), shared_only=False)  # fmt: skip
                     if result.refused:
-                        unavailable.append(f"{labels[row]} vs {labels[base]}, {column.label}: {result.refused}")
+                        if not result.refused.startswith(FAILED_JUDGE):  # the cell itself says so already
+                            unavailable.setdefault(result.refused, []).append(
+                                f"{labels[row]} vs {labels[base]} ({column.label})"
+                            )
                         continue
                     diff = result.metrics.get(metric, {})
                     if diff.get("significant"):
                         up = (diff["difference"] > 0) == column.higher_is_better
                         marks.setdefault((model, row, column.key), []).append((UP if up else DOWN) + labels[base])
-    return marks, list(dict.fromkeys(unavailable))
+    return marks, [f"{', '.join(dict.fromkeys(pairs))}: {reason}" for reason, pairs in unavailable.items()]

@@ -396,4 +396,4 @@ def test_methods_are_marked_against_their_baselines_with_the_paired_test(tmp_pat
     lines = {line.split(" | ")[1]: line for line in markdown.splitlines() if line.startswith("| LLaMA")}
     assert "| 70.00 ▲SFT |" in lines["SAPO-DPO"]  # 28 of 40 against 20 of 40
     assert "| 50.00 |" in lines["ORPO"] and "▲" not in lines["SPIN"] + lines["ORPO"]
-    assert "Not compared: SPIN vs SFT, Acc: different data ('fixtures' vs 'hub')." in markdown
+    assert "Not compared: SPIN vs SFT (Acc): different data ('fixtures' vs 'hub')." in markdown
