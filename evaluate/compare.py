@@ -22,12 +22,13 @@ from pathlib import Path
 
 from sapo.errors import DataError
 from sapo.evaluate.items import item_parts, read_items
-from sapo.evaluate.uncertainty import RESAMPLES, paired_bootstrap
+from sapo.evaluate.uncertainty import RESAMPLES, paired_difference
 
 # Packages whose version changes a benchmark's number (beside torch and transformers, which change all).
 SCORING_PACKAGES = {"openllm": ("lm_eval",), "ifeval": ("lm_eval",), "mtbench": ("fschat",),
                     "alpacaeval": ("alpaca_eval",)}  # fmt: skip
 COMMON_PACKAGES = ("torch", "transformers")
+JUDGED = ("mtbench", "alpacaeval")  # the benchmarks a judge scores: only for them does the judge matter
 TEMPLATED = ("ifeval", "mtbench", "alpacaeval")  # rendered with the chat template (Open LLM v1 is not)
 RUN_KEYS = ("dtype", "max_new_tokens", "chat_template")  # run settings that change answers (the seed may differ)
 
@@ -52,7 +53,8 @@ def load(path: str | Path) -> tuple[dict, Path]:
 
 
 def _judge(entry: dict, body: dict) -> dict:
-    """What identifies the judge (its model and the local judge's settings; not the URL, which moves)."""
+    """What identifies the judge (its model and the local judge's settings; not the URL, which moves). A judged
+    entry names its own judge; the body's is the judge of the file's latest write, a fallback for old files."""
     judge = dict(entry.get("judge") or body.get("judge") or {})
     judge.pop("base_url", None)
     return judge
@@ -78,7 +80,7 @@ def refusal(name: str, a: tuple[dict, dict], b: tuple[dict, dict]) -> str | None
     )
     if keys:
         return f"different benchmark settings ({', '.join(dict.fromkeys(keys))})"
-    if _judge(entry_a, body_a) != _judge(entry_b, body_b):
+    if name in JUDGED and _judge(entry_a, body_a) != _judge(entry_b, body_b):
         return f"different judges ({_judge(entry_a, body_a).get('name')!r} vs {_judge(entry_b, body_b).get('name')!r})"
     failed = [run for run, entry in (("A", entry_a), ("B", entry_b))
               if (entry.get("calibration") or {}).get("passed") is False]  # fmt: skip
@@ -121,7 +123,7 @@ def compare_benchmark(
     for metric in dict.fromkeys([*a[0].get("uncertainty", {}), *items_a["metrics"], *items_a["mean_of"]]):
         parts_a, parts_b = item_parts(items_a, metric), item_parts(items_b, metric)
         if parts_a is not None and parts_b is not None:
-            result.metrics[metric] = paired_bootstrap(parts_a, parts_b).as_dict()
+            result.metrics[metric] = paired_difference(parts_a, parts_b).as_dict()
             continue
         interval_a = a[0].get("uncertainty", {}).get(metric)
         interval_b = b[0].get("uncertainty", {}).get(metric)
@@ -144,7 +146,8 @@ def compare_runs(path_a: str | Path, path_b: str | Path, *, shared_only: bool = 
         benchmarks[name] = {"refused": comparison.refused, "metrics": comparison.metrics}
     return {"a": {"results": str(file_a), "model": body_a.get("model", {}).get("name")},
             "b": {"results": str(file_b), "model": body_b.get("model", {}).get("name")},
-            "test": f"paired bootstrap over shared items, {RESAMPLES} resamples, percentile 95% interval, two-sided p",
+            "test": f"on the shared items: paired bootstrap 95% interval ({RESAMPLES} resamples), paired permutation "
+                    "two-sided p (exact up to 12 items)",
             "benchmarks": benchmarks}  # fmt: skip
 
 

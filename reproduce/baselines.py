@@ -4,7 +4,8 @@ A spec's ``baselines`` maps a row to the rows it is tested against (Table 2: eve
 SFT, SAPO-DPO also against DPO, SAPO-ORPO against ORPO; Table 3: each ablation against full SAPO).
 For every column with a direction (``higher_is_better``), the two runs' results are compared on
 their shared items (``sapo.evaluate.compare``: same refusals, same paired bootstrap), and a
-significant difference marks the cell ``▲SFT`` (above SFT) or ``▼DPO`` (below DPO). No mark: no
+significant difference marks the cell ``▲SFT`` (above SFT) or ``▼DPO`` (below DPO), when it is large
+enough to show at the column's printed precision. No mark: no
 difference detectable at 5%, or not comparable (the reason is listed under the table, except a judge
 that failed calibration: its cells already say so).
 """
@@ -49,7 +50,8 @@ def baseline_marks(table_spec, scale: str, measured: dict, folders: dict) -> tup
                             )
                         continue
                     diff = result.metrics.get(metric, {})
-                    if diff.get("significant"):
+                    shown = round(abs(diff.get("difference") or 0) * column.scale, column.decimals) > 0
+                    if diff.get("significant") and shown:  # a real shift too small to print is not marked
                         up = (diff["difference"] > 0) == column.higher_is_better
                         marks.setdefault((model, row, column.key), []).append((UP if up else DOWN) + labels[base])
     return marks, [f"{', '.join(dict.fromkeys(pairs))}: {reason}" for reason, pairs in unavailable.items()]

@@ -74,7 +74,7 @@ def test_open_llm_ignores_the_chat_template_and_results_folders_can_move(tmp_pat
     """Open LLM v1 prompts without the chat template: a base model and its SFT compare. The items file is found
     beside results.json wherever the folders are moved."""
     a = fake_run(tmp_path / "a", HARD, benchmark="openllm")
-    fake_run(tmp_path / "b", HARD, benchmark="openllm", template="t2")
+    fake_run(tmp_path / "b", HARD, benchmark="openllm", template="t2", judge="another")  # no judge scores it
     moved = tmp_path / "elsewhere"
     (tmp_path / "b").rename(moved)
     body = compare_runs(a, moved)["benchmarks"]["openllm"]

@@ -14,7 +14,7 @@ from sapo.evaluate.uncertainty import (
     bootstrap_interval,
     mean_of_independent,
     normal_interval,
-    paired_bootstrap,
+    paired_difference,
     ratio,
 )
 
@@ -71,12 +71,12 @@ def test_normal_interval_and_mean_of_independent_scores():
     assert mean.n == 30
 
 
-def test_paired_bootstrap_finds_a_planted_shift_and_not_a_null():
+def test_paired_difference_finds_a_planted_shift_and_not_a_null():
     rng = np.random.default_rng(1)
     hardness = rng.random(60) * 10  # items differ far more from each other than the two runs do
     b = {f"q{i}": (float(h), 1.0) for i, h in enumerate(hardness)}
     a = {k: (s + 0.5, 1.0) for k, (s, _) in b.items()}
-    shifted = paired_bootstrap([a], [b])
+    shifted = paired_difference([a], [b])
     assert shifted.difference == pytest.approx(0.5)
     assert shifted.ci95 == pytest.approx((0.5, 0.5)) and shifted.significant
     # Unpaired, the two runs' intervals overlap: pairing is what finds the shift.
@@ -84,7 +84,7 @@ def test_paired_bootstrap_finds_a_planted_shift_and_not_a_null():
     _, high_b = bootstrap_interval(b).ci95
     assert low_a < high_b
 
-    same = paired_bootstrap([b], [dict(b)])
+    same = paired_difference([b], [dict(b)])
     assert same.difference == 0 and same.p_value == 1.0 and not same.significant
 
 
@@ -95,7 +95,7 @@ def test_paired_interval_matches_the_paired_t_interval_on_a_noisy_shift():
     a = {k: (s + 0.3 + float(rng.normal(0, 1)), 1.0) for k, (s, _) in b.items()}
     diffs = np.array([a[k][0] - b[k][0] for k in b])
     half_t = 1.966 * diffs.std(ddof=1) / math.sqrt(len(diffs))  # t quantile, 399 degrees of freedom
-    found = paired_bootstrap([a], [b])
+    found = paired_difference([a], [b])
     assert found.difference == pytest.approx(diffs.mean())
     assert (found.ci95[1] - found.ci95[0]) / 2 == pytest.approx(half_t, rel=0.1)
     assert found.significant
@@ -109,18 +109,18 @@ def test_a_null_is_rejected_about_five_percent_of_the_time():
     for _ in range(200):
         a = {f"q{i}": (float(v), 1.0) for i, v in enumerate(rng.random(60) < 0.5)}
         b = {f"q{i}": (float(v), 1.0) for i, v in enumerate(rng.random(60) < 0.5)}
-        rejected += paired_bootstrap([a], [b], resamples=500).significant
+        rejected += paired_difference([a], [b], resamples=500).significant
     assert 2 <= rejected <= 22  # 10 expected; beyond 3 binomial standard deviations either way
 
 
-def test_paired_bootstrap_uses_shared_items_and_means_of_parts():
+def test_paired_difference_uses_shared_items_and_means_of_parts():
     a = [{"x": (1.0, 1.0), "y": (1.0, 1.0), "only_a": (0.0, 1.0)}, {"u": (0.5, 1.0), "v": (0.5, 1.0)}]
     b = [{"x": (0.0, 1.0), "y": (0.0, 1.0), "only_b": (1.0, 1.0)}, {"u": (0.5, 1.0), "v": (0.5, 1.0)}]
-    diff = paired_bootstrap(a, b)
+    diff = paired_difference(a, b)
     assert diff.n == 4
     assert diff.a == pytest.approx((1.0 + 0.5) / 2) and diff.b == pytest.approx((0.0 + 0.5) / 2)
     assert diff.difference == pytest.approx(0.5)
-    too_few = paired_bootstrap([{"x": (1.0, 1.0)}], [{"x": (0.0, 1.0)}])
+    too_few = paired_difference([{"x": (1.0, 1.0)}], [{"x": (0.0, 1.0)}])
     assert too_few.difference is None and not too_few.significant
 
 
@@ -158,3 +158,17 @@ def test_items_file_round_trip_and_tamper_check(tmp_path):
     (tmp_path / "items.json").write_text((tmp_path / "items.json").read_text().replace("1.0", "0.0", 1))
     with pytest.raises(Exception, match="changed after results.json was written"):
         read_items(reference, "run A", tmp_path.parent)
+
+
+def test_permutation_p_is_exact_on_a_handful_of_items():
+    """Five items, each slightly lower in A: of the 2^5 ways to swap the runs' scores item by item, 2 are as
+    extreme as the observed one (all lower, all higher): p = 2/32, not significant, however consistent."""
+    b = {f"q{i}": (0.7 + 0.01 * i, 1.0) for i in range(5)}
+    a = {k: (v - 1e-4, 1.0) for k, (v, _) in b.items()}
+    diff = paired_difference([a], [b])
+    assert diff.p_value == pytest.approx(2 / 32) and not diff.significant
+    assert "exact" in diff.method
+    # Eight items of +1, two of -1 (counts 1): |sum| >= 6 happens for C(10,0..2) + mirror = 2 x 56 of 1024 swaps.
+    a = {f"q{i}": (1.0 if i < 8 else 0.0, 1.0) for i in range(10)}
+    b = {f"q{i}": (0.0 if i < 8 else 1.0, 1.0) for i in range(10)}
+    assert paired_difference([a], [b]).p_value == pytest.approx(2 * 56 / 1024)
