@@ -244,7 +244,7 @@ def note_lines(table: Table) -> list[str]:
         pairs = "; ".join(
             f"{r} vs {b if isinstance(b, str) else ', '.join(b)}" for r, b in table.spec.baselines.items()
         )
-        lines.append(f"▲X / ▼X: significantly above / below row X on the same items (paired bootstrap, 5%; {pairs}); "
+        lines.append(f"▲X / ▼X: significantly above / below row X on the same items (paired permutation test, 5%; {pairs}); "
                      "no mark: no difference detectable, or not compared." + (" Not compared: " + "; ".join(
                          table.not_compared) + "." if table.not_compared else ""))  # fmt: skip
     return lines
