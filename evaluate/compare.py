@@ -1,7 +1,8 @@
 """``sapo compare A B``: is run A better than run B, on the items both scored, or is it noise?
 
 For every benchmark both results files hold, and every metric with per-item scores, the
-difference A - B with a paired-bootstrap 95% interval and two-sided p (``uncertainty.py``).
+difference A - B with a paired-bootstrap 95% interval and a two-sided paired permutation p
+(``uncertainty.py``).
 Pairing matters: on 80 MT-Bench questions the spread between questions dwarfs the spread
 between two checkpoints, and only a paired test sees past it.
 
@@ -186,7 +187,7 @@ def add_compare_command(sub) -> None:
         "compare",
         help="paired comparison of two `sapo eval` results: difference, 95%% interval, significance",
         description="Compare run A with run B on every benchmark both scored: per metric, A - B with a paired "
-        "bootstrap 95% interval and two-sided p over the items both scored. A benchmark is refused, with the "
+        "bootstrap 95% interval and a two-sided paired permutation p over the items both scored. A benchmark is refused, with the "
         "reason, when the runs differ in data, items, judge, benchmark settings, chat template or scoring "
         "package versions. Exit 2 when nothing could be compared.",
     )

@@ -3,7 +3,7 @@
 A spec's ``baselines`` maps a row to the rows it is tested against (Table 2: every method against
 SFT, SAPO-DPO also against DPO, SAPO-ORPO against ORPO; Table 3: each ablation against full SAPO).
 For every column with a direction (``higher_is_better``), the two runs' results are compared on
-their shared items (``sapo.evaluate.compare``: same refusals, same paired bootstrap), and a
+their shared items (``sapo.evaluate.compare``: same refusals, same paired permutation test), and a
 significant difference marks the cell ``▲SFT`` (above SFT) or ``▼DPO`` (below DPO), when it is large
 enough to show at the column's printed precision. No mark: no
 difference detectable at 5%, or not comparable (the reason is listed under the table, except a judge
@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sapo.evaluate.compare import compare_benchmark
+from sapo.errors import SapoError
+from sapo.evaluate.compare import BenchmarkComparison, compare_benchmark
+from sapo.reproduce.table_specs import MODEL_LABELS
 
 UP, DOWN = "▲", "▼"
 FAILED_JUDGE = "the judge failed calibration"  # compare.refusal's words; such cells print the failure instead
@@ -25,33 +27,55 @@ def baseline_marks(table_spec, scale: str, measured: dict, folders: dict) -> tup
 
     ``measured``: "<model>/<row>" -> results body; ``folders``: the same keys -> the folder of that
     results.json (None for a results dict with no folder: its items cannot be read)."""
+    from sapo.reproduce.render import measured_value
+
     labels = {row.key: row.label for row in table_spec.rows}
-    marks, unavailable = {}, {}
+    several = len(table_spec.models_at(scale)) > 1
+    marks, unavailable, done = {}, {}, {}
+
+    def skip(reason: str, pair: str) -> None:
+        if not reason.startswith(FAILED_JUDGE):  # the cells themselves say so already
+            unavailable.setdefault(reason, []).append(pair)
+
     for model in table_spec.models_at(scale):
         for row, baselines in table_spec.baselines.items():
             for base in [baselines] if isinstance(baselines, str) else baselines:
                 a, b = f"{model}/{row}", f"{model}/{base}"
-                if a not in measured or b not in measured or folders.get(a) is None or folders.get(b) is None:
+                name = (f"{MODEL_LABELS[model]} " if several else "") + f"{labels[row]} vs {labels[base]}"
+                if a not in measured or b not in measured:
+                    continue  # a missing run is listed under the table already
+                if folders.get(a) is None or folders.get(b) is None:
+                    skip("no results folder, so no per-item scores", name)
                     continue
                 for column in table_spec.columns:
                     if column.higher_is_better is None:
                         continue
-                    suite, metric = column.path.split(".")[0], column.path.split(".")[-1]
-                    entry_a = measured[a]["benchmarks"].get(suite)
-                    entry_b = measured[b]["benchmarks"].get(suite)
+                    shown_a, shown_b = measured_value(measured[a], column)[1], measured_value(measured[b], column)[1]
+                    if shown_a != shown_b:
+                        skip("the two runs show different metrics", f"{name} ({column.label})")
+                        continue
+                    path = (shown_a or column).path
+                    suite, metric = path.split(".")[0], path.split(".")[-1]
+                    entry_a, entry_b = measured[a]["benchmarks"].get(suite), measured[b]["benchmarks"].get(suite)
                     if not entry_a or not entry_b or "skipped" in entry_a or "skipped" in entry_b:
                         continue
-                    result = compare_benchmark(suite, (entry_a, measured[a], Path(folders[a])),
-                                               (entry_b, measured[b], Path(folders[b])), shared_only=False)  # fmt: skip
+                    if (a, b, suite) not in done:  # one comparison per suite and pair, for all its columns
+                        try:
+                            done[(a, b, suite)] = compare_benchmark(
+                                suite, (entry_a, measured[a], Path(folders[a])),
+                                (entry_b, measured[b], Path(folders[b])), shared_only=False)  # fmt: skip
+                        except SapoError as err:  # an items file moved or changed: say so, render the rest
+                            done[(a, b, suite)] = BenchmarkComparison(suite, refused=str(err))
+                    result = done[(a, b, suite)]
                     if result.refused:
-                        if not result.refused.startswith(FAILED_JUDGE):  # the cell itself says so already
-                            unavailable.setdefault(result.refused, []).append(
-                                f"{labels[row]} vs {labels[base]} ({column.label})"
-                            )
+                        skip(result.refused, f"{name} ({suite})")
                         continue
                     diff = result.metrics.get(metric, {})
+                    if "p_value" not in diff:
+                        skip("not a mean over items, so no paired test", f"{name} ({column.label})")
+                        continue
                     shown = round(abs(diff.get("difference") or 0) * column.scale, column.decimals) > 0
-                    if diff.get("significant") and shown:  # a real shift too small to print is not marked
+                    if diff["significant"] and shown:  # a real shift too small to print is not marked
                         up = (diff["difference"] > 0) == column.higher_is_better
                         marks.setdefault((model, row, column.key), []).append((UP if up else DOWN) + labels[base])
     return marks, [f"{', '.join(dict.fromkeys(pairs))}: {reason}" for reason, pairs in unavailable.items()]

@@ -206,10 +206,10 @@ def cell_texts(table: Table, row: TableRow, column: Column) -> tuple[str, str, s
     if cell.interval is not None and cell.interval["ci95"] is not None:
         low, high = cell.interval["ci95"]
         ours += " ± " + _number((high - low) / 2, column.decimals)
-    if cell.ours is not None and cell.marks:
-        ours += " " + " ".join(cell.marks)
     if cell.ours is not None and cell.fallback in _fallback_marks(table):
         ours += _fallback_marks(table)[cell.fallback]
+    if cell.ours is not None and cell.marks:
+        ours += " " + " ".join(cell.marks)
     diff = "" if cell.difference is None else _number(cell.difference, column.decimals, signed=True)
     return paper, ours, diff
 
@@ -241,9 +241,9 @@ def note_lines(table: Table) -> list[str]:
     lines += list(table.spec.notes)
     lines += [f"Assumption: {a}" for a in table.spec.assumptions]
     if table.spec.baselines:
-        pairs = "; ".join(
-            f"{r} vs {b if isinstance(b, str) else ', '.join(b)}" for r, b in table.spec.baselines.items()
-        )
+        label = {row.key: row.label for row in table.spec.rows}
+        pairs = "; ".join(f"{label[r]} vs {', '.join(label[x] for x in ([b] if isinstance(b, str) else b))}"
+                          for r, b in table.spec.baselines.items())  # fmt: skip
         lines.append(f"▲X / ▼X: significantly above / below row X on the same items (paired permutation test, 5%; {pairs}); "
                      "no mark: no difference detectable, or not compared." + (" Not compared: " + "; ".join(
                          table.not_compared) + "." if table.not_compared else ""))  # fmt: skip
@@ -283,7 +283,8 @@ def to_markdown(table: Table) -> str:
 
 _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}  # fmt: skip
-_LATEX_SYMBOLS = {DAGGER: r"$^{\dagger}$", "‡": r"$^{\ddagger}$", "§": r"$^{\S}$", "Δ": r"$\Delta$"}
+_LATEX_SYMBOLS = {DAGGER: r"$^{\dagger}$", "‡": r"$^{\ddagger}$", "§": r"$^{\S}$", "Δ": r"$\Delta$",
+                  "▲": r"$\uparrow$", "▼": r"$\downarrow$", "±": r"$\pm$"}  # fmt: skip
 
 
 def latex_escape(text: str) -> str:

@@ -193,6 +193,7 @@ def load_spec(name: str, tables_dir: Path = TABLES_DIR) -> TableSpec:
             raise ValueError(f"{path.name}: baselines name rows {sorted(unknown)} the table does not have")
     tuples = {key: tuple(raw.get(key, ())) for key in ("models", "notes", "assumptions")}
     return TableSpec(**{**raw, **tuples, "name": name, "caption": raw["caption"].strip(), "columns": tuple(columns),
+                        "baselines": raw.get("baselines") or {},
                         "rows": tuple(rows)})  # fmt: skip
 
 

@@ -152,7 +152,7 @@ def test_small_table_latex(small):
 \cmidrule(lr){3-5} \cmidrule(lr){6-8}
 Model & Method & paper & ours & $\Delta$ & paper & ours & $\Delta$ \\
 \midrule
-LLaMA-3-8B & SFT & 61.20 & 63.41 ± 1.96 & +2.21 & n/a & n/a &  \\
+LLaMA-3-8B & SFT & 61.20 & 63.41 $\pm$ 1.96 & +2.21 & n/a & n/a &  \\
 LLaMA-3-8B & SAPO-DPO & 63.95$^{\dagger}$ & n/a &  & 11.2$^{\dagger}$ & 12.3$^{\ddagger}$ &  \\
 \bottomrule
 """
@@ -396,4 +396,4 @@ def test_methods_are_marked_against_their_baselines_with_the_paired_test(tmp_pat
     lines = {line.split(" | ")[1]: line for line in markdown.splitlines() if line.startswith("| LLaMA")}
     assert "| 70.00 ▲SFT |" in lines["SAPO-DPO"]  # 28 of 40 against 20 of 40
     assert "| 50.00 |" in lines["ORPO"] and "▲" not in lines["SPIN"] + lines["ORPO"]
-    assert "Not compared: SPIN vs SFT (Acc): different data ('fixtures' vs 'hub')." in markdown
+    assert "Not compared: SPIN vs SFT (openllm): different data ('fixtures' vs 'hub')." in markdown
