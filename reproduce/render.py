@@ -245,7 +245,8 @@ def note_lines(table: Table) -> list[str]:
         pairs = "; ".join(f"{label[r]} vs {', '.join(label[x] for x in ([b] if isinstance(b, str) else b))}"
                           for r, b in table.spec.baselines.items())  # fmt: skip
         lines.append(f"▲X / ▼X: significantly above / below row X on the same items (paired permutation test, 5%; {pairs}); "
-                     "no mark: no difference detectable, or not compared." + (" Not compared: " + "; ".join(
+                     "no mark: no difference detectable, or not compared. Each mark is one test at 5%, uncorrected for the "
+                     "table's many tests: expect about one false mark in twenty tests." + (" Not compared: " + "; ".join(
                          table.not_compared) + "." if table.not_compared else ""))  # fmt: skip
     return lines
 
