@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sapo.errors import SapoError
 from sapo.evaluate.compare import BenchmarkComparison, compare_benchmark
+from sapo.reproduce.measured import measured_value
 from sapo.reproduce.table_specs import MODEL_LABELS
 
 UP, DOWN = "▲", "▼"
@@ -27,8 +28,6 @@ def baseline_marks(table_spec, scale: str, measured: dict, folders: dict) -> tup
 
     ``measured``: "<model>/<row>" -> results body; ``folders``: the same keys -> the folder of that
     results.json (None for a results dict with no folder: its items cannot be read)."""
-    from sapo.reproduce.render import measured_value
-
     labels = {row.key: row.label for row in table_spec.rows}
     several = len(table_spec.models_at(scale)) > 1
     marks, unavailable, done = {}, {}, {}

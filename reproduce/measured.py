@@ -1,12 +1,38 @@
-"""What our numbers in a table were measured with, read from the results files: the runs and their
-weights, the data, the judge and its calibration, the interval methods, and the gaps. Printed under
-every table by ``render.py``; ``table`` is its ``Table`` (not imported: render imports this module)."""
+"""Ours, read from the results files: each cell's value (``measured_value``), and what it was measured
+with: the runs and their weights, the data, the judge and its calibration, the interval methods, and
+the gaps, printed under every table by ``render.py``; ``table`` is its ``Table`` (not imported: render imports this module)."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
+from collections.abc import Mapping
+
+from sapo.reproduce.table_specs import Column, Fallback
 
 JUDGED_SUITES = ("mtbench", "alpacaeval")
+
+
+def _lookup(results: dict, path: str) -> float | None:
+    node = results.get("benchmarks", {})
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    if isinstance(node, bool) or not isinstance(node, int | float) or math.isnan(node):
+        return None
+    return float(node)
+
+
+def measured_value(results: dict | None, column: Column) -> tuple[float | None, Fallback | None]:
+    """Ours in the paper's unit, and the fallback it came from (None: the column's own path, or no value)."""
+    if results is None:
+        return None, None
+    for path, fallback in ((column.path, None), *((fb.path, fb) for fb in column.fallbacks)):
+        value = _lookup(results, path)
+        if value is not None:
+            return value * column.scale, fallback
+    return None, None
 
 
 def _tally(values: list[str]) -> str:

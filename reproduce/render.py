@@ -17,13 +17,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from sapo.evaluate.results import SCHEMA
-from sapo.reproduce.measured import measured_lines
+from sapo.reproduce.measured import measured_lines, measured_value
 from sapo.reproduce.paper_numbers import PaperCell, PaperNumbers, load_paper_numbers
 from sapo.reproduce.table_specs import MODEL_LABELS, SCALES, Column, Fallback, Row, Scale, TableSpec, load_spec
 
@@ -80,28 +79,6 @@ def load_results(source: Path | str | Mapping) -> dict:
     if body.get("schema") != SCHEMA:
         raise ValueError(f"{where}: schema {body.get('schema')!r}, expected {SCHEMA!r}")
     return body
-
-
-def _lookup(results: dict, path: str) -> float | None:
-    node = results.get("benchmarks", {})
-    for part in path.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    if isinstance(node, bool) or not isinstance(node, int | float) or math.isnan(node):
-        return None
-    return float(node)
-
-
-def measured_value(results: dict | None, column: Column) -> tuple[float | None, Fallback | None]:
-    """Ours in the paper's unit, and the fallback it came from (None: the column's own path, or no value)."""
-    if results is None:
-        return None, None
-    for path, fallback in ((column.path, None), *((fb.path, fb) for fb in column.fallbacks)):
-        value = _lookup(results, path)
-        if value is not None:
-            return value * column.scale, fallback
-    return None, None
 
 
 def measured_interval(results: dict | None, path: str, scale: float) -> dict | None:
