@@ -165,6 +165,7 @@ def evaluate(args: argparse.Namespace) -> int:
                 "dtype": run.dtype, "batch_size": run.batch_size, "max_new_tokens": run.max_new_tokens or "each benchmark's",
                 "chat_template": run.chat_template or "the tokenizer's own", "command": _public_command()}  # fmt: skip
     ran = 0
+    packages = package_versions()  # once per command: every entry and the file record the same versions
     with ExitStack() as stack:
         judge = open_judge(args, stack, output) if set(suite) & set(JUDGED) else None
         for name in suite:
@@ -177,9 +178,10 @@ def evaluate(args: argparse.Namespace) -> int:
                 ran += 1
             judge_info = judge.settings.describe() if judge is not None else None
             # Each benchmark keeps what it was measured with: a later run on the same weights may change them.
-            entry = {**entry, "run": run_info, "packages": package_versions(),
+            entry = {**entry, "run": run_info, "packages": packages,
                      "chat_template_sha256": model_info["chat_template_sha256"]}  # fmt: skip
-            path = write_results(output, model=model_info, run=run_info, judge=judge_info, benchmarks={name: entry})
+            path = write_results(output, model=model_info, run=run_info, judge=judge_info, benchmarks={name: entry},
+                                 packages=packages)  # fmt: skip
         if judge is not None:
             logger.info(f"judge: {judge.api_calls} requests sent, {len(judge.cache)} judgments cached")
     print(f"results: {path}")
@@ -240,9 +242,11 @@ def _shown(name: str, value, interval: dict | None) -> str:
     """``name=value``, with ``± half-width`` of its 95% interval when one is stored."""
     if not isinstance(value, float):
         return f"{name}={value}"
+    from sapo.evaluate.uncertainty import half_width
+
     text = f"{name}={value:.4g}"
     if interval and interval.get("ci95"):
-        text += f" ± {(interval['ci95'][1] - interval['ci95'][0]) / 2:.2g}"
+        text += f" ± {half_width(interval['ci95']):.2g}"
     return text
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from sapo.errors import DataError
 from sapo.evaluate.items import item_parts, read_items
+from sapo.evaluate.results import results_path
 from sapo.evaluate.uncertainty import RESAMPLES, paired_difference
 
 # Packages whose version changes a benchmark's number (beside torch and transformers, which change all).
@@ -43,8 +44,7 @@ class BenchmarkComparison:
 
 def load(path: str | Path) -> tuple[dict, Path]:
     """A results.json body, from the file or the folder holding it."""
-    path = Path(path)
-    path = path / "results.json" if path.is_dir() else path
+    path = results_path(path)
     if not path.is_file():
         raise DataError(f"{path}: no results.json here (write one with `sapo eval`)")
     try:

@@ -59,8 +59,16 @@ def package_versions() -> dict:
     return versions
 
 
-def write_results(output_dir: Path, *, model: dict, run: dict, judge: dict | None, benchmarks: dict) -> Path:
-    """Write (merge) ``output_dir/results.json`` atomically; return its path.
+def results_path(source: str | Path) -> Path:
+    """The results.json named by ``source``: the file itself, or the one in the folder ``source``."""
+    path = Path(source)
+    return path / "results.json" if path.is_dir() else path
+
+
+def write_results(output_dir: Path, *, model: dict, run: dict, judge: dict | None, benchmarks: dict,
+                  packages: dict | None = None) -> Path:  # fmt: skip
+    """Write (merge) ``output_dir/results.json`` atomically; return its path. ``packages``: the versions to
+    record (default: read now).
 
     Earlier benchmarks in the file are kept only if they were measured on the same weights.
     """
@@ -74,6 +82,6 @@ def write_results(output_dir: Path, *, model: dict, run: dict, judge: dict | Non
         if same and old.get("model", {}).get("weights_sha256") == model.get("weights_sha256"):
             merged = old.get("benchmarks", {})
     merged.update(benchmarks)
-    body = {"schema": SCHEMA, "model": model, "run": run, "judge": judge, "packages": package_versions(),
+    body = {"schema": SCHEMA, "model": model, "run": run, "judge": judge, "packages": packages or package_versions(),
             "benchmarks": merged}  # fmt: skip
     return atomic_write_json(path, body)

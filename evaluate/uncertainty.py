@@ -54,7 +54,12 @@ class Interval:
 
     @property
     def half_width(self) -> float | None:
-        return None if self.ci95 is None else (self.ci95[1] - self.ci95[0]) / 2
+        return half_width(self.ci95)
+
+
+def half_width(ci95) -> float | None:
+    """Half the width of a 95% interval ``[low, high]``: what tables print after ``±``."""
+    return None if ci95 is None else (ci95[1] - ci95[0]) / 2
 
 
 def ratio(items: Items) -> float | None:

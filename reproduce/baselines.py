@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sapo.errors import SapoError
 from sapo.evaluate.compare import BenchmarkComparison, compare_benchmark
-from sapo.reproduce.measured import measured_value
+from sapo.reproduce.measured import measured_value, suite_and_metric
 from sapo.reproduce.table_specs import MODEL_LABELS
 
 UP, DOWN = "▲", "▼"
@@ -54,7 +54,7 @@ def baseline_marks(table_spec, scale: str, measured: dict, folders: dict) -> tup
                         skip("the two runs show different metrics", f"{name} ({column.label})")
                         continue
                     path = (shown_a or column).path
-                    suite, metric = path.split(".")[0], path.split(".")[-1]
+                    suite, metric = suite_and_metric(path)
                     entry_a, entry_b = measured[a]["benchmarks"].get(suite), measured[b]["benchmarks"].get(suite)
                     if not entry_a or not entry_b or "skipped" in entry_a or "skipped" in entry_b:
                         continue

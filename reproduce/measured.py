@@ -1,6 +1,7 @@
-"""Ours, read from the results files: each cell's value (``measured_value``), and what it was measured
-with: the runs and their weights, the data, the judge and its calibration, the interval methods, and
-the gaps, printed under every table by ``render.py``; ``table`` is its ``Table`` (not imported: render imports this module)."""
+"""Ours, read from the results files: each cell's value and interval (``measured_value``,
+``measured_interval``), and what it was measured with: the runs and their weights, the data, the
+judge and its calibration, the interval methods and the gaps, printed under every table by
+``render.py`` (``table`` below is its ``Table``, not imported: render imports this module)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,25 @@ def measured_value(results: dict | None, column: Column) -> tuple[float | None, 
         if value is not None:
             return value * column.scale, fallback
     return None, None
+
+
+def suite_and_metric(path: str) -> tuple[str, str]:
+    """A column path's benchmark and metric name: ``ifeval.metrics.prompt_level_strict_acc`` and
+    ``openllm.average`` -> (``ifeval``, ``prompt_level_strict_acc``), (``openllm``, ``average``)."""
+    parts = path.split(".")
+    return parts[0], parts[-1]
+
+
+def measured_interval(results: dict | None, path: str, scale: float) -> dict | None:
+    """The uncertainty entry of the metric at ``path`` (``<suite>.metrics.<m>`` or ``<suite>.<m>`` ->
+    ``<suite>.uncertainty.<m>``), its stderr and ci95 in the paper's unit; None when not stored."""
+    suite, metric = suite_and_metric(path)
+    entry = (results or {}).get("benchmarks", {}).get(suite, {}).get("uncertainty", {}).get(metric)
+    if not isinstance(entry, Mapping):
+        return None
+    ci95 = [v * scale for v in entry["ci95"]] if entry.get("ci95") else None
+    stderr = entry["stderr"] * scale if entry.get("stderr") is not None else None
+    return {**entry, "ci95": ci95, "stderr": stderr}
 
 
 def _tally(values: list[str]) -> str:

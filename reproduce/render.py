@@ -21,8 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from sapo.evaluate.results import SCHEMA
-from sapo.reproduce.measured import measured_lines, measured_value
+from sapo.evaluate.results import SCHEMA, results_path
+from sapo.evaluate.uncertainty import half_width
+from sapo.reproduce.measured import measured_interval, measured_lines, measured_value
 from sapo.reproduce.paper_numbers import PaperCell, PaperNumbers, load_paper_numbers
 from sapo.reproduce.table_specs import MODEL_LABELS, SCALES, Column, Fallback, Row, Scale, TableSpec, load_spec
 
@@ -74,23 +75,11 @@ def load_results(source: Path | str | Mapping) -> dict:
     if isinstance(source, Mapping):
         body, where = dict(source), "a results dict"
     else:
-        path = Path(source) / "results.json" if Path(source).is_dir() else Path(source)
+        path = results_path(source)
         body, where = json.loads(path.read_text()), str(path)
     if body.get("schema") != SCHEMA:
         raise ValueError(f"{where}: schema {body.get('schema')!r}, expected {SCHEMA!r}")
     return body
-
-
-def measured_interval(results: dict | None, path: str, scale: float) -> dict | None:
-    """The uncertainty entry of the metric at ``path`` (``<suite>.metrics.<m>`` or ``<suite>.<m>`` ->
-    ``<suite>.uncertainty.<m>``), its stderr and ci95 in the paper's unit; None when not stored."""
-    parts = path.split(".")
-    entry = (results or {}).get("benchmarks", {}).get(parts[0], {}).get("uncertainty", {}).get(parts[-1])
-    if not isinstance(entry, Mapping):
-        return None
-    ci95 = [v * scale for v in entry["ci95"]] if entry.get("ci95") else None
-    stderr = entry["stderr"] * scale if entry.get("stderr") is not None else None
-    return {**entry, "ci95": ci95, "stderr": stderr}
 
 
 def judge_failed(results: dict | None, column: Column) -> str | None:
@@ -119,9 +108,7 @@ def _full_keys(spec: TableSpec, scale: str, runs: Mapping) -> dict:
 
 def _folder(source) -> Path | None:
     """The folder of a results.json given as a path (None for a loaded dict)."""
-    if isinstance(source, Mapping):
-        return None
-    return Path(source) if Path(source).is_dir() else Path(source).parent
+    return None if isinstance(source, Mapping) else results_path(source).parent
 
 
 def normalise_runs(spec: TableSpec, scale: str, runs: Mapping) -> dict[str, dict]:
@@ -181,8 +168,7 @@ def cell_texts(table: Table, row: TableRow, column: Column) -> tuple[str, str, s
         paper = _number(cell.paper.value, column.decimals) + ("" if cell.paper.verified else DAGGER)
     ours = cell.judge_failed or (NA if cell.ours is None else _number(cell.ours, column.decimals))
     if cell.interval is not None and cell.interval["ci95"] is not None:
-        low, high = cell.interval["ci95"]
-        ours += " ± " + _number((high - low) / 2, column.decimals)
+        ours += " ± " + _number(half_width(cell.interval["ci95"]), column.decimals)
     if cell.ours is not None and cell.fallback in _fallback_marks(table):
         ours += _fallback_marks(table)[cell.fallback]
     if cell.ours is not None and cell.marks:
