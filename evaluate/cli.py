@@ -22,8 +22,10 @@ from sapo.log import get_logger
 
 logger = get_logger(__name__)
 
-SUITE = ("openllm", "ifeval", "mtbench", "alpacaeval")
+SUITE = ("openllm", "ifeval", "mtbench", "alpacaeval", "verifiable")
+PAPER_SUITE = SUITE[:4]  # the default; verifiable is the embedded families' held-out set (verifiable.py)
 JUDGED = ("mtbench", "alpacaeval")
+GENERATING = (*JUDGED, "verifiable")  # answered here with one loaded model (lm-eval loads its own)
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,15 @@ def _run_alpacaeval(run: EvalRun, loaded, judge) -> dict:
     return {**entry, "calibration": calibration}
 
 
-RUNNERS = {"openllm": _run_openllm, "ifeval": _run_ifeval, "mtbench": _run_mtbench, "alpacaeval": _run_alpacaeval}
+def _run_verifiable(run: EvalRun, loaded, judge) -> dict:
+    from sapo.evaluate.verifiable import run_verifiable
+
+    return run_verifiable(loaded, run.output, limit=run.limit, batch_size=run.batch_size, seed=run.seed,
+                          **_budget(run, "max_new_tokens"))  # fmt: skip
+
+
+RUNNERS = {"openllm": _run_openllm, "ifeval": _run_ifeval, "mtbench": _run_mtbench, "alpacaeval": _run_alpacaeval,
+           "verifiable": _run_verifiable}  # fmt: skip
 
 
 def parse_suite(text: str) -> list[str]:
@@ -153,7 +163,7 @@ def evaluate(args: argparse.Namespace) -> int:
                                                resolve_chat_template(args.chat_template), output / "lm_eval_model"))  # fmt: skip
     run = EvalRun(args.model, output, args.data, args.limit, device, dtype, args.batch_size, args.seed,
                   args.max_new_tokens, args.chat_template, lm_eval_model, args.calibration_pairs)  # fmt: skip
-    loaded = _load(run) if set(suite) & set(JUDGED) else None
+    loaded = _load(run) if set(suite) & set(GENERATING) else None
     from sapo.models import load_tokenizer, resolve_model_path
 
     if loaded is not None:
@@ -262,7 +272,9 @@ def add_eval_command(sub) -> None:
         "judges only what is missing.",
     )
     p.add_argument("model", help="hub name, local folder, 'embedded' or 'tiny'")
-    p.add_argument("--suite", default=",".join(SUITE), help=f"comma list of {', '.join(SUITE)} (default: all)")
+    p.add_argument("--suite", default=",".join(PAPER_SUITE),
+                   help=f"comma list of {', '.join(SUITE)} (default: the paper's four, {','.join(PAPER_SUITE)}); "
+                   "verifiable: held-out prompts of the embedded families, scored by program")  # fmt: skip
     p.add_argument("--output", help="output folder (default: results/eval/<model>)")
     p.add_argument("--data", default="auto",
                    help="auto (real data when reachable, else offline fixtures), real, fixtures, or a folder")  # fmt: skip
@@ -276,7 +288,7 @@ def add_eval_command(sub) -> None:
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of sampling and of lm-eval (default 0)")
     p.add_argument("--max-new-tokens", type=positive_int,
                    help="answer budget of the generating benchmarks (default: each one's own: IFEval 1280 as lm-eval, "
-                   "MT-Bench 1024 as FastChat, AlpacaEval 2048)")  # fmt: skip
+                   "MT-Bench 1024 as FastChat, AlpacaEval 2048, verifiable 192)")  # fmt: skip
     p.add_argument("--chat-template", help="chatml, zephyr, llama3 or a .jinja file (default: the tokenizer's)")
     p.add_argument("--show-prompts", metavar="FILE",
                    help="print (JSON) the token ids MT-Bench, AlpacaEval and lm-eval would feed the model for each "
