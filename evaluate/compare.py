@@ -31,7 +31,7 @@ SCORING_PACKAGES = {"openllm": ("lm_eval",), "ifeval": ("lm_eval",), "mtbench": 
                     "alpacaeval": ("alpaca_eval",)}  # fmt: skip
 COMMON_PACKAGES = ("torch", "transformers")
 JUDGED = ("mtbench", "alpacaeval")  # the benchmarks a judge scores: only for them does the judge matter
-TEMPLATED = ("ifeval", "mtbench", "alpacaeval")  # rendered with the chat template (Open LLM v1 is not)
+TEMPLATED = ("ifeval", "mtbench", "alpacaeval", "verifiable")  # rendered with the chat template (Open LLM v1 is not)
 RUN_KEYS = ("dtype", "max_new_tokens", "chat_template")  # run settings that change answers (the seed may differ)
 
 

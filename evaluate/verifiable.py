@@ -26,12 +26,13 @@ from sapo.files import atomic_write_text
 
 DATA_NAME = "embedded-verifiable-v1"
 DEFAULT_MAX_NEW_TOKENS = 192  # the references are at most ~100 tokens
-_NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
+# A minus sign only where a number starts ("10-15" is 10 and 15); thousands grouped as "1,234".
+_NUMBER = re.compile(r"(?<![\d.])-?\d+(?:,\d{3})*(?:\.\d+)?")
 _WORD = re.compile(r"[^\W_]+")
 
 
 def _numbers(text: str) -> list[float]:
-    return [float(x.replace(",", "")) for x in _NUMBER.findall(text)]
+    return [float(x.replace(",", "")) for x in _NUMBER.findall(text.replace("\u2212", "-"))]
 
 
 def _words(text: str) -> list[str]:
@@ -156,6 +157,7 @@ def run_verifiable(loaded, output_dir: Path, *, limit: int | None = None, batch_
                             max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
                             desc="verifiable answers")  # fmt: skip
     folder = Path(output_dir) / "verifiable"
+    data_sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
     rows, accuracy, checks, by_family = [], {}, {}, {}
     for item, reply in zip(chosen, replies, strict=True):
         passed = run_checks(item, reply)
@@ -169,13 +171,14 @@ def run_verifiable(loaded, output_dir: Path, *, limit: int | None = None, batch_
     scores = {name: sum(s for s, _ in m.values()) / sum(c for _, c in m.values()) for name, m in metrics.items()}
     return {
         "data": DATA_NAME,
-        "data_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "data_sha256": data_sha256,
         "items_scored": len(chosen),
         "complete": len(chosen) == len(items),
         "metrics": scores,
         "by_family": {f: sum(v) / len(v) for f, v in sorted(by_family.items())},
         "uncertainty": bootstrap_all(metrics, unit="items"),
         "items": write_items(folder, "verifiable", metrics),
-        "settings": {"max_new_tokens": max_new_tokens, "decoding": "greedy", "chat_template": "the model's own"},
+        # The items file's hash is a setting: compare refuses two runs scored against different checks.
+        "settings": {"max_new_tokens": max_new_tokens, "decoding": "greedy", "items_sha256": data_sha256},
         "files": [str(folder / "answers.jsonl")],
     }

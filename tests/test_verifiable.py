@@ -51,6 +51,8 @@ def test_wrong_answers_of_the_same_family_mostly_fail():
         ("final_number", "24 apples, or 25", {"value": 24.0}, False),
         ("final_number", "about 1,234.57", {"value": 1234.57}, True),
         ("final_number", "no number", {"value": 1.0}, False),
+        ("final_number", "between 10-15", {"value": 15.0}, True),  # a hyphen between numbers is no minus sign
+        ("final_number", "it is \u221217", {"value": -17.0}, True),  # the Unicode minus sign
         ("number_sequence", "In order: -17, 51, 62.", {"values": [-17.0, 51.0, 62.0]}, True),
         ("number_sequence", "51, -17, 62", {"values": [-17.0, 51.0, 62.0]}, False),
         (
