@@ -8,6 +8,7 @@ different data can never be paired by accident:
     lm-eval      "<lm-eval task>/<doc_id>:<doc_hash[:10]>"
     MT-Bench     "<question_id>:<sha256 of its turns[:10]>"
     AlpacaEval   "<sha256 of the instruction[:10]>"
+    verifiable   "<item id>:<sha256 of the prompt[:10]>"
 
 The file, ``OUTPUT/<benchmark>/items.json``::
 
@@ -32,7 +33,8 @@ from sapo.files import atomic_write_json
 SCHEMA = "sapo-items/1"
 
 
-def _short_hash(text: str) -> str:
+def short_hash(text: str) -> str:
+    """The first 10 hex digits of ``text``'s sha256: the content part of an item id."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]
 
 
@@ -68,7 +70,7 @@ def lm_eval_items(benchmark: dict, names: dict[str, str], samples: dict, group_s
 def mtbench_items(judgments: list[dict], questions: list[dict]) -> dict[str, Items]:
     """turn_1, turn_2 and average: a question is one item (its two turns move together); unparsed ratings
     (-1) count nowhere, as in FastChat's show_result."""
-    ids = {q["question_id"]: f"{q['question_id']}:{_short_hash(json.dumps(q['turns']))}" for q in questions}
+    ids = {q["question_id"]: f"{q['question_id']}:{short_hash(json.dumps(q['turns']))}" for q in questions}
     metrics = {"turn_1": {}, "turn_2": {}, "average": {}}
     for row in judgments:
         if row["question_id"] not in ids:
@@ -96,10 +98,10 @@ def alpacaeval_items(annotations: list[dict], outputs: list[dict]) -> dict[str, 
     win_rate = {}
     for row in annotations:
         preference = alpaca_preference(row.get("preference"))
-        win_rate[_short_hash(row["instruction"])] = (
+        win_rate[short_hash(row["instruction"])] = (
             (0.0, 0.0) if preference is None else (100.0 * (preference - 1), 1.0)
         )
-    length = {_short_hash(row["instruction"]): (float(len(row["output"])), 1.0) for row in outputs}
+    length = {short_hash(row["instruction"]): (float(len(row["output"])), 1.0) for row in outputs}
     return {"win_rate": win_rate, "avg_length": length}
 
 

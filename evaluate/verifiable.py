@@ -14,15 +14,15 @@ the checks it passed.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import re
 from pathlib import Path
 
 from sapo.errors import DataError
-from sapo.evaluate.items import bootstrap_all, write_items
-from sapo.files import atomic_write_text
+from sapo.evaluate.items import bootstrap_all, short_hash, write_items
+from sapo.evaluate.uncertainty import ratio
+from sapo.files import file_sha256, write_jsonl
 
 DATA_NAME = "embedded-verifiable-v1"
 DEFAULT_MAX_NEW_TOKENS = 192  # the references are at most ~100 tokens
@@ -139,7 +139,7 @@ def load_items(path: Path | None = None) -> list[dict]:
 
 
 def _item_id(item: dict) -> str:
-    return f"{item['id']}:{hashlib.sha256(item['prompt'].encode()).hexdigest()[:10]}"
+    return f"{item['id']}:{short_hash(item['prompt'])}"
 
 
 # --------------------------------------------------------------------------- the benchmark
@@ -157,7 +157,7 @@ def run_verifiable(loaded, output_dir: Path, *, limit: int | None = None, batch_
                             max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
                             desc="verifiable answers")  # fmt: skip
     folder = Path(output_dir) / "verifiable"
-    data_sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+    data_sha256 = file_sha256(path)
     rows, accuracy, checks, by_family = [], {}, {}, {}
     for item, reply in zip(chosen, replies, strict=True):
         passed = run_checks(item, reply)
@@ -166,9 +166,9 @@ def run_verifiable(loaded, output_dir: Path, *, limit: int | None = None, batch_
         checks[key] = (float(sum(passed)), float(len(passed)))
         by_family.setdefault(item["source"], []).append(all(passed))
         rows.append({"id": item["id"], "prompt": item["prompt"], "reply": reply, "passed": passed})
-    atomic_write_text(folder / "answers.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    write_jsonl(folder / "answers.jsonl", rows)
     metrics = {"accuracy": accuracy, "checks": checks}
-    scores = {name: sum(s for s, _ in m.values()) / sum(c for _, c in m.values()) for name, m in metrics.items()}
+    scores = {name: ratio(m) for name, m in metrics.items()}
     return {
         "data": DATA_NAME,
         "data_sha256": data_sha256,

@@ -22,10 +22,11 @@ words in training). ``write_verifiable_items`` rewrites the shipped file byte fo
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
+
+from sapo.files import write_jsonl
 
 from .embedded_common import WEEKDAYS
 from .embedded_data import build_heldout_examples
@@ -109,7 +110,4 @@ def build_verifiable_items() -> list[dict]:
 def write_verifiable_items(path: str | os.PathLike) -> Path:
     """Write the set as JSONL. To regenerate the shipped file, from the repository root:
     ``write_verifiable_items("evaluate/fixtures/verifiable/" + VERIFIABLE_FILE)``."""
-    from sapo.files import atomic_write_text
-
-    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in build_verifiable_items())
-    return atomic_write_text(path, text)
+    return write_jsonl(path, build_verifiable_items())
