@@ -63,7 +63,7 @@ def draw_figure(table: Table) -> Figure:
 def plot_figure(scale: str, runs: Mapping, out_dir: Path | str, *, name: str = "figure2",
                 paper: PaperNumbers | None = None) -> RenderedFigure:  # fmt: skip
     """Write ``<name>.png`` and ``<name>.pdf`` into ``out_dir``. ``runs`` as for ``render.render_table``."""
-    spec = load_spec(name)
+    spec = load_spec(name).at_scale(scale)
     if spec.kind != "figure":
         raise ValueError(f"{name} is a {spec.kind} spec, not a figure")
     table = build_table(spec, scale, paper or load_paper_numbers(), normalise_runs(spec, scale, runs))

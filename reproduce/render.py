@@ -121,6 +121,7 @@ def build_table(spec: TableSpec, scale: str, paper: PaperNumbers, measured: Mapp
     """Pure: one TableRow per (model, row) of the scale, ``measured`` keyed ``"<model>/<row>"``; ``baselines``:
     what ``baselines.baseline_marks`` computed from the same results."""
     marks, not_compared = baselines
+    spec = spec.at_scale(scale)
     rows = []
     for model in spec.models_at(scale):
         paper_model = spec.paper_model_for(model)
@@ -333,7 +334,7 @@ def render_table(name: str, scale: str, runs: Mapping, out_dir: Path | str, *,
         raise ValueError(f"scale: expected one of {', '.join(SCALES)}, got {scale!r}")
     from sapo.reproduce.baselines import baseline_marks
 
-    spec = load_spec(name, tables_dir) if tables_dir else load_spec(name)
+    spec = (load_spec(name, tables_dir) if tables_dir else load_spec(name)).at_scale(scale)
     measured = normalise_runs(spec, scale, runs)
     folders = {key: _folder(source) for key, source in _full_keys(spec, scale, runs).items()}
     table = build_table(spec, scale, paper or load_paper_numbers(), measured,

@@ -12,7 +12,8 @@ A second run of the same command finds everything and only renders. Rows that sh
 (Table 3's SAPO row is the SAPO-ORPO run) are trained and evaluated once.
 
 Scales: ``embedded`` runs here and now (CPU; fixture benchmarks; the embedded model as a
-local judge). ``paper`` needs GPUs, the hub and a judge; when one is missing it prints the
+local judge); ``small`` trains the same model four times longer (48 steps) and scores it on the held-out
+verifiable set and IFEval (<= 2 h on 2 CPU cores). ``paper`` needs GPUs, the hub and a judge; when one is missing it prints the
 exact commands (accelerate launch with ZeRO-3, then sapo eval) instead of failing late.
 """
 
@@ -23,41 +24,26 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from sapo.errors import SapoError
 from sapo.files import atomic_write_json
 from sapo.log import get_logger
-from sapo.reproduce.table_specs import RunPlan, list_specs, load_spec, plan_runs
+from sapo.reproduce.children import RESULTS_ROOT, RUN_STAMP, RUNS_ROOT, Step, drop_checkpoints, run_child
+from sapo.reproduce.table_specs import SCALES, RunPlan, list_specs, load_spec, plan_runs
 
 logger = get_logger(__name__)
-
-RUNS_ROOT = Path("runs")  # trained checkpoints (large; gitignored): runs/<scale>/<model>/<method>[+overrides],
-# the recipes' own output_dir, so the LLaMA-3-8B chain finds its SFT stage where the recipes expect it
-RESULTS_ROOT = Path("results/runs")  # results.json + upstream tools' files per run (gitignored)
-RUN_STAMP = "reproduce_run.json"  # written into a run folder after training finished
 
 # How each scale evaluates. Embedded: the project's fixture sets, the embedded model as the
 # judge on 127.0.0.1, short answers (the 135M model rambles; CPU time is the budget).
 EMBEDDED_EVAL = "--data fixtures --judge local --max-new-tokens 48 --local-judge-max-tokens 8 --batch-size 8"
-EVAL_ARGS = {"embedded": EMBEDDED_EVAL.split(), "paper": ["--data", "real"]}
-
-
-@dataclass(frozen=True)
-class Step:
-    """One child process to run: its command line and what it is for."""
-
-    what: str
-    argv: list[str]
-
-    def shell(self) -> str:
-        return shlex.join(self.argv)
+# Small: no judged suite (the only offline judge failed calibration), so no judge; answers up to 48 tokens
+# (221 of the 267 verifiable references fit, the median is 18; 64 would cost a third more of the CPU budget).
+SMALL_EVAL = "--data fixtures --max-new-tokens 48 --batch-size 16"
+EVAL_ARGS = {"embedded": EMBEDDED_EVAL.split(), "small": SMALL_EVAL.split(), "paper": ["--data", "real"]}
 
 
 def recipe_hash(root: Path, plan: RunPlan) -> str:
@@ -121,24 +107,6 @@ def missing_suites(plan: RunPlan, root: Path, model_dir: Path | None) -> list[st
     return [s for s in plan.suites if s not in done]
 
 
-def _run(step: Step, log: Path, cwd: Path) -> None:
-    """Run a child process in ``cwd`` (recipes name paths relative to the checkout), its output going to the
-    terminal and to ``log``."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    logger.info(f"\n== {step.what}\n   {step.shell()}")
-    began = time.perf_counter()
-    with log.open("w") as handle:
-        child = subprocess.Popen(step.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                 cwd=cwd)  # fmt: skip
-        for line in child.stdout:
-            handle.write(line)
-            if not line.lstrip().startswith(("{'", "Map", "Loading")) or "loss" in line:
-                sys.stdout.write(line)
-        if child.wait() != 0:
-            raise SapoError(f"{step.what} failed (exit {child.returncode}); log: {log}")
-    logger.info(f"   done in {time.perf_counter() - began:.0f} s")
-
-
 def paper_scale_blockers() -> list[str]:
     """Why the paper scale cannot run here (empty: it can)."""
     import torch
@@ -151,13 +119,6 @@ def paper_scale_blockers() -> list[str]:
     if not os.environ.get("SAPO_JUDGE_MODEL"):
         problems.append("no judge: set SAPO_JUDGE_MODEL (paper: gpt-4), SAPO_JUDGE_BASE_URL and OPENAI_API_KEY")
     return problems
-
-
-def drop_checkpoints(model_dir: Path) -> None:
-    """Delete a finished run's intermediate checkpoints (they exist to resume a crash; each holds the
-    optimizer state, EMA and reference: ~2.5 GB for the 135M model). The final model stays."""
-    for folder in sorted(model_dir.glob("checkpoint-*")) + sorted(model_dir.glob("iteration-*/checkpoint-*")):
-        shutil.rmtree(folder)
 
 
 def reproduce(name: str, scale: str = "embedded", *, force: bool = False, root: Path | None = None,
@@ -185,7 +146,7 @@ def reproduce(name: str, scale: str = "embedded", *, force: bool = False, root: 
             if force or not trained(plan, root):
                 if force or (model_dir / RUN_STAMP).is_file():  # made from another recipe: start afresh
                     shutil.rmtree(model_dir)  # (a folder without a stamp was interrupted: it resumes)
-                _run(train_step(plan, root, launcher), root / RESULTS_ROOT / plan.run_id / "train.log", root)
+                run_child(train_step(plan, root, launcher), root / RESULTS_ROOT / plan.run_id / "train.log", root)
                 stamp = {"recipe_sha256": recipe_hash(root, plan), "recipe": str(plan.recipe),
                          "overrides": plan.overrides, "finished": time.time()}  # fmt: skip
                 atomic_write_json(model_dir / RUN_STAMP, stamp)
@@ -195,7 +156,7 @@ def reproduce(name: str, scale: str = "embedded", *, force: bool = False, root: 
                 logger.info(f"== train {plan.run_id}: reusing the finished run")
         suites = list(plan.suites) if force else missing_suites(plan, root, model_dir)
         if suites:
-            _run(eval_step(plan, root, suites, []), root / RESULTS_ROOT / plan.run_id / "eval.log", root)
+            run_child(eval_step(plan, root, suites, []), root / RESULTS_ROOT / plan.run_id / "eval.log", root)
         else:
             logger.info(f"== evaluate {plan.run_id}: reusing its results")
     render(name, scale, plans, root)
@@ -215,7 +176,23 @@ def render(name: str, scale: str, plans: list[RunPlan], root: Path) -> None:
     written = [str(p) for p in rendered.paths.values()]
     if load_spec(name).kind == "figure":
         written += [str(p) for p in plot_figure(scale, runs, out_dir, name=name).paths.values()]
+    written += [str(p) for p in [plot_table_curves(name, plans, root, out_dir)] if p]
     logger.info("written: " + ", ".join(written))
+
+
+def plot_table_curves(name: str, plans: list[RunPlan], root: Path, out_dir: Path) -> Path | None:
+    """``<name>_curves.png``: the logged training curves of the table's trained rows, overlaid (none: no row
+    trained here, as at paper scale before its runs exist)."""
+    from sapo.reproduce.curves import plot_runs
+
+    label = {p.run_id: p.row for p in plans}
+    folders = {label[p.run_id]: root / RUNS_ROOT / p.run_id for p in plans if p.recipe is not None}
+    found = {
+        row: f for row, f in folders.items() if (f / "trainer_state.json").is_file() or any(f.glob("iteration-*"))
+    }
+    if not found:
+        return None
+    return plot_runs(found, out_dir / f"{name}_curves.png", title=f"{name}: training curves ({plans[0].scale} scale)")
 
 
 def _print_plan(name: str, plans: list[RunPlan], root: Path, launcher: list[str], blockers: list[str]) -> int:
@@ -235,7 +212,7 @@ def _print_plan(name: str, plans: list[RunPlan], root: Path, launcher: list[str]
 def add_reproduce_command(sub) -> None:
     import argparse
 
-    names = [*list_specs(), "all"]
+    names = [*list_specs(), "all", "sweep"]
     p = sub.add_parser(
         "reproduce",
         help="regenerate a table or figure of the paper: train, evaluate, render with the paper's number beside ours",
@@ -243,12 +220,21 @@ def add_reproduce_command(sub) -> None:
         "(or reuse a finished run with the same recipe hash), evaluate it with sapo eval (reusing stored results), "
         "and write Markdown (printed), LaTeX and CSV with paper / ours / difference into results/<scale>/. "
         "--scale embedded (default) runs on a CPU in minutes with the embedded model, fixture benchmarks and a local "
-        "judge: its numbers are NOT comparable with the paper's. --scale paper needs 8 GPUs, hub access and a judge "
+        "judge: its numbers are NOT comparable with the paper's. --scale small trains the same model four times "
+        "longer (recipes/small) and scores it on the held-out verifiable set and IFEval. --scale paper needs 8 GPUs, "
+        "hub access and a judge "
         "(SAPO_JUDGE_MODEL); without them it prints the exact commands.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("name", choices=names, help="which table or figure ('all' for every one)")
-    p.add_argument("--scale", choices=["embedded", "paper"], default="embedded")
+    p.add_argument(
+        "name",
+        choices=names,
+        help="which table or figure ('all' for every one); 'sweep': the measured "
+        "learning-rate sweep the scale's recipes took their rates from (reproduce/sweeps/<scale>.yaml)",
+    )
+    p.add_argument("--scale", choices=list(SCALES), default="embedded",
+                   help="embedded: the <= 15 min CPU pipeline check; small: the embedded model trained four times "
+                   "longer (48 steps), scored on the held-out verifiable set (<= 2 h on 2 CPU cores); paper: 8 GPUs")  # fmt: skip
     p.add_argument("--force", action="store_true", help="retrain and re-evaluate even when finished runs exist")
     p.add_argument("--dry-run", action="store_true", help="print the paper-scale commands and stop")
     p.add_argument("--keep-checkpoints", action="store_true",
@@ -257,6 +243,12 @@ def add_reproduce_command(sub) -> None:
 
 
 def _reproduce_command(args) -> int:
+    if args.name == "sweep":
+        from sapo.reproduce.paper_numbers import repository_root
+        from sapo.reproduce.sweep import run_sweep
+
+        run_sweep(args.scale, repository_root())
+        return 0
     names = list_specs() if args.name == "all" else [args.name]
     codes = [reproduce(n, args.scale, force=args.force, dry_run=args.dry_run,
                        keep_checkpoints=args.keep_checkpoints) for n in names]  # fmt: skip

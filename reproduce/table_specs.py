@@ -48,6 +48,13 @@ SCALES = {
                       "check that train, evaluate and reproduce run end to end on CPU; the paper's numbers stand "
                       "beside ours only to show the table's shape",
                       warning="Embedded-scale numbers are NOT comparable with the paper's."),
+    "small": Scale("small", "small",
+                   "SmolLM2-135M trained for 48 steps on the project's own data, four times the embedded recipes "
+                   "(recipes/small; the DPO rate from the measured sweep in results/small/sweep.md), scored on the held-out verifiable set and the "
+                   "IFEval fixtures; judged benchmarks are left out because the only judge available offline, the "
+                   "embedded model, failed calibration (results/embedded); the paper's numbers stand beside ours "
+                   "only to show the table's shape",
+                   warning="Small-scale numbers are NOT comparable with the paper's."),
 }  # fmt: skip
 # One embedded model stands in for every paper model; its block is printed beside the spec's first paper model
 # (LLaMA-3-8B everywhere), so that every embedded table refers to the same paper model.
@@ -76,6 +83,10 @@ class Column:
     note: str | None = None
     judged: bool = True  # false: a judged suite's metric the judge does not decide (AlpacaEval's output length)
     higher_is_better: bool | None = True  # None: no direction, so no better/worse marks (output length)
+    scales: tuple[str, ...] | None = None  # the scales whose tables show it; None: every scale
+
+    def shown_at(self, scale: str) -> bool:
+        return self.scales is None or scale in self.scales
 
 
 @dataclass(frozen=True)
@@ -100,6 +111,10 @@ class TableSpec:
     assumptions: tuple[str, ...] = ()
     x_label: dict = field(default_factory=dict)
     baselines: dict = field(default_factory=dict)  # row -> the row(s) it is tested against (reproduce/baselines.py)
+
+    def at_scale(self, scale: str) -> TableSpec:
+        """The spec as one scale shows it: only the columns that scale measures (``Column.scales``)."""
+        return replace(self, columns=tuple(c for c in self.columns if c.shown_at(scale)))
 
     def models_at(self, scale: str) -> tuple[str, ...]:
         return self.models if scale == "paper" else (EMBEDDED_MODEL,)
@@ -150,7 +165,11 @@ def load_columns(tables_dir: Path = TABLES_DIR) -> dict[str, Column]:
         for fallback in entry.get("fallbacks", []):
             _check_keys(f"columns.yaml: {key}: fallbacks", fallback, *_yaml_keys(Fallback))
             fallbacks.append(Fallback(**fallback))
-        columns[key] = Column(key=key, **{**entry, "fallbacks": tuple(fallbacks)})
+        scales = entry.get("scales")
+        if scales is not None and not set(scales) <= set(SCALES):
+            raise ValueError(f"columns.yaml: {key}: scales {scales} are not all of {sorted(SCALES)}")
+        columns[key] = Column(key=key, **{**entry, "fallbacks": tuple(fallbacks),
+                                          "scales": None if scales is None else tuple(scales)})  # fmt: skip
     return columns
 
 
@@ -225,6 +244,7 @@ def plan_runs(spec: TableSpec, scale: str, root: Path | None = None) -> list[Run
     if scale not in SCALES:
         raise RecipeError(f"scale: expected one of {', '.join(SCALES)}, got {scale!r}")
     root = repository_root() if root is None else Path(root)
+    spec = spec.at_scale(scale)
     plans = []
     for model in spec.models_at(scale):
         for row in spec.rows:

@@ -1,0 +1,61 @@
+"""The child processes ``sapo reproduce`` (tables and sweeps) runs, and the folders they write.
+
+Each training or evaluation is its own process: one model in memory at a time, and a crash in
+one row does not take the others down. Paths are relative to the checkout the children run in.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sapo.errors import SapoError
+from sapo.log import get_logger
+
+logger = get_logger(__name__)
+
+RUNS_ROOT = Path("runs")  # trained checkpoints (large; gitignored): runs/<scale>/<model>/<method>[+overrides],
+# the recipes' own output_dir, so the LLaMA-3-8B chain finds its SFT stage where the recipes expect it
+RESULTS_ROOT = Path("results/runs")  # results.json + upstream tools' files per run (gitignored)
+RUN_STAMP = "reproduce_run.json"  # written into a run folder after training finished
+
+
+@dataclass(frozen=True)
+class Step:
+    """One child process to run: its command line and what it is for."""
+
+    what: str
+    argv: list[str]
+
+    def shell(self) -> str:
+        return shlex.join(self.argv)
+
+
+def run_child(step: Step, log: Path, cwd: Path) -> None:
+    """Run a child process in ``cwd`` (recipes name paths relative to the checkout), its output going to the
+    terminal and to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    logger.info(f"\n== {step.what}\n   {step.shell()}")
+    began = time.perf_counter()
+    with log.open("w") as handle:
+        child = subprocess.Popen(step.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                 cwd=cwd)  # fmt: skip
+        for line in child.stdout:
+            handle.write(line)
+            if not line.lstrip().startswith(("{'", "Map", "Loading")) or "loss" in line:
+                sys.stdout.write(line)
+        if child.wait() != 0:
+            raise SapoError(f"{step.what} failed (exit {child.returncode}); log: {log}")
+    logger.info(f"   done in {time.perf_counter() - began:.0f} s")
+
+
+def drop_checkpoints(model_dir: Path) -> None:
+    """Delete a finished run's intermediate checkpoints (they exist to resume a crash; each holds the
+    optimizer state, EMA and reference: ~2.5 GB for the 135M model). The final model stays."""
+    for folder in sorted(model_dir.glob("checkpoint-*")) + sorted(model_dir.glob("iteration-*/checkpoint-*")):
+        shutil.rmtree(folder)
