@@ -98,6 +98,12 @@ def _add_reproduce_command(sub) -> None:
     add_reproduce_command(sub)
 
 
+def _add_plot_command(sub) -> None:
+    from sapo.reproduce.curves import add_plot_command
+
+    add_plot_command(sub)
+
+
 def _add_rehearse_command(sub) -> None:
     from sapo.reproduce.rehearse import add_rehearse_command
 
@@ -141,6 +147,7 @@ COMMANDS = [
     _add_eval_command,
     _add_compare_command,
     _add_reproduce_command,
+    _add_plot_command,
     _add_rehearse_command,
     _add_prefetch_command,
 ]
