@@ -169,3 +169,28 @@ def test_embedded_rejected_answers_share_the_prompt_and_family():
 def test_paired_methods_read_the_rejected_side(smol_tokenizer):
     examples = _examples(smol_tokenizer, 4, rejected=True)
     assert all(e.rejected_ids and e.rejected_ids != e.answer_ids for e in examples)
+
+
+# --------------------------------------------------------------------------- live curves
+
+
+def test_report_to_tensorboard_writes_events_or_warns_when_it_is_missing(tiny_model_dir, tmp_path, monkeypatch):
+    out = train_cli(tmp_path, tiny_model_dir, "dpo", extra=["--report_to", "tensorboard", "--logging_steps", "1"])
+    events = list((out / "runs").rglob("events.out.tfevents.*"))
+    assert len(events) == 1 and events[0].stat().st_size > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logged = EventAccumulator(str(events[0].parent)).Reload()
+    assert {"train/loss", "train/rewards/margins"} <= set(logged.Tags()["scalars"])
+    assert [e.step for e in logged.Scalars("train/loss")] == [1, 2]
+
+    import sapo.train.config as config_module
+
+    monkeypatch.setattr("transformers.integrations.is_tensorboard_available", lambda: False)
+    warned = []
+    monkeypatch.setattr(config_module.logger, "warning", warned.append)
+    from sapo.train.baselines import DPORunConfig
+
+    args = DPORunConfig(output_dir=str(tmp_path / "x"), report_to="tensorboard")
+    assert args.report_to == []  # transformers' spelling of "none"
+    assert warned and "tensorboard is not installed" in warned[0]

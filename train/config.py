@@ -19,6 +19,9 @@ import torch
 from trl import DPOConfig
 
 from sapo.chat import CHAT_FORMATS, MULTI_TURNS
+from sapo.log import get_logger
+
+logger = get_logger(__name__)
 
 SAPO_LOSSES = ("dpo", "orpo")
 GENERATORS = ("ema", "policy")
@@ -52,6 +55,20 @@ def check_choice(config, name: str, choices: tuple[str, ...]) -> None:
     """Raise a ValueError naming the field when ``config.<name>`` is not one of ``choices``."""
     if getattr(config, name) not in choices:
         raise ValueError(f"{name}: expected one of {choices}, got {getattr(config, name)!r}")
+
+
+def drop_missing_tensorboard(args) -> None:
+    """Recipes name TensorBoard so a run can be watched live (``tensorboard --logdir OUTPUT_DIR/runs``); where it
+    is not installed, the run logs to trainer_state.json alone, with a warning, rather than fail at its first step
+    (transformers raises then). ``pip install 'sapo-harness[tensorboard]'`` adds it."""
+    from transformers.integrations import is_tensorboard_available
+
+    wanted = [args.report_to] if isinstance(args.report_to, str) else list(args.report_to or [])
+    if "tensorboard" in wanted and not is_tensorboard_available():
+        logger.warning("report_to: tensorboard is not installed (pip install tensorboard); logging to "
+                       "trainer_state.json only")  # fmt: skip
+        wanted.remove("tensorboard")
+        args.report_to = wanted or "none"
 
 
 @dataclass
@@ -205,6 +222,7 @@ class HarnessArguments:
                 raise ValueError(
                     f"max_prompt_length ({self.max_prompt_length}) must be below max_length ({self.max_length})"
                 )
+        drop_missing_tensorboard(self)
         # No GPU: bf16 mixed precision is not available (TRL configs would refuse to build), and
         # several processes must meet on the CPU (gloo) rather than look for a device.
         if not torch.cuda.is_available():
