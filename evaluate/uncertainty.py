@@ -203,3 +203,16 @@ def paired_difference(a: list[Items], b: list[Items], *, resamples: int = RESAMP
     p_value = extreme / len(swapped) if exact else (extreme + 1) / (len(swapped) + 1)
     return Difference(score_a, score_b, observed, (float(low), float(high)), min(1.0, float(p_value)), n,
                       method + (" (exact)" if exact else f" ({resamples} random swaps)"))  # fmt: skip
+
+
+def holm_rejections(p_values: list[float], alpha: float = 0.05) -> list[bool]:
+    """Holm's step-down test: which of a family of tests to reject with the chance of any false rejection held at
+    ``alpha``, whatever their dependence. The k-th smallest p (k = 0, 1, ...) is rejected while it is at most
+    alpha / (m - k); the first that is not stops the procedure (Holm 1979)."""
+    m = len(p_values)
+    rejected = [False] * m
+    for rank, i in enumerate(sorted(range(m), key=lambda i: p_values[i])):
+        if p_values[i] > alpha / (m - rank):
+            break
+        rejected[i] = True
+    return rejected

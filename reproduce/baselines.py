@@ -4,8 +4,9 @@ A spec's ``baselines`` maps a row to the rows it is tested against (Table 2: eve
 SFT, SAPO-DPO also against DPO, SAPO-ORPO against ORPO; Table 3: each ablation against full SAPO).
 For every column with a direction (``higher_is_better``), the two runs' results are compared on
 their shared items (``sapo.evaluate.compare``: same refusals, same paired permutation test), and a
-significant difference marks the cell ``▲SFT`` (above SFT) or ``▼DPO`` (below DPO), when it is large
-enough to show at the column's printed precision. No mark: no
+significant difference marks the cell ``▲SFT`` (above SFT) or ``▼DPO`` (below DPO), when it survives
+Holm's correction over all the table's tests (family-wise 5%) and is large enough to show at the
+column's printed precision. No mark: no
 difference detectable at 5%, or not comparable (the reason is listed under the table, except a judge
 that failed calibration: its cells already say so).
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from sapo.errors import SapoError
 from sapo.evaluate.compare import BenchmarkComparison, compare_benchmark
+from sapo.evaluate.uncertainty import holm_rejections
 from sapo.reproduce.measured import measured_value, suite_and_metric
 from sapo.reproduce.table_specs import MODEL_LABELS
 
@@ -23,14 +25,14 @@ UP, DOWN = "▲", "▼"
 FAILED_JUDGE = "the judge failed calibration"  # compare.refusal's words; such cells print the failure instead
 
 
-def baseline_marks(table_spec, scale: str, measured: dict, folders: dict) -> tuple[dict, list[str]]:
-    """``({(model, row, column): [mark, ...]}, [lines naming what could not be compared])``.
+def baseline_marks(table_spec, scale: str, measured: dict, folders: dict) -> tuple[dict, list[str], int]:
+    """``({(model, row, column): [mark, ...]}, [lines naming what could not be compared], tests run)``.
 
     ``measured``: "<model>/<row>" -> results body; ``folders``: the same keys -> the folder of that
     results.json (None for a results dict with no folder: its items cannot be read)."""
     labels = {row.key: row.label for row in table_spec.rows}
     several = len(table_spec.models_at(scale)) > 1
-    marks, unavailable, done = {}, {}, {}
+    marks, unavailable, done, tests = {}, {}, {}, []
 
     def skip(reason: str, pair: str) -> None:
         if not reason.startswith(FAILED_JUDGE):  # the cells themselves say so already
@@ -73,8 +75,14 @@ def baseline_marks(table_spec, scale: str, measured: dict, folders: dict) -> tup
                     if "p_value" not in diff:
                         skip("not a mean over items, so no paired test", f"{name} ({column.label})")
                         continue
+                    up = ((diff.get("difference") or 0) > 0) == column.higher_is_better
                     shown = round(abs(diff.get("difference") or 0) * column.scale, column.decimals) > 0
-                    if diff["significant"] and shown:  # a real shift too small to print is not marked
-                        up = (diff["difference"] > 0) == column.higher_is_better
-                        marks.setdefault((model, row, column.key), []).append((UP if up else DOWN) + labels[base])
-    return marks, [f"{', '.join(dict.fromkeys(pairs))}: {reason}" for reason, pairs in unavailable.items()]
+                    tests.append(
+                        ((model, row, column.key), (UP if up else DOWN) + labels[base], diff["p_value"], shown)
+                    )
+    # One family per table: a mark survives Holm's correction over every test the table ran (a real shift too small
+    # to print counts as a test but is not marked).
+    for (key, mark, _, shown), rejected in zip(tests, holm_rejections([t[2] for t in tests]), strict=True):
+        if rejected and shown:
+            marks.setdefault(key, []).append(mark)
+    return marks, [f"{', '.join(dict.fromkeys(pairs))}: {reason}" for reason, pairs in unavailable.items()], len(tests)

@@ -59,6 +59,7 @@ class Table:
     rows: tuple[TableRow, ...]
     paper: PaperNumbers
     not_compared: tuple[str, ...] = ()  # baseline comparisons refused, with the reason
+    tests: int = 0  # paired tests behind the marks (one Holm family)
 
 
 @dataclass(frozen=True)
@@ -117,10 +118,10 @@ def normalise_runs(spec: TableSpec, scale: str, runs: Mapping) -> dict[str, dict
 
 
 def build_table(spec: TableSpec, scale: str, paper: PaperNumbers, measured: Mapping[str, dict],
-                baselines: tuple[dict, list[str]] = ({}, [])) -> Table:  # fmt: skip
+                baselines: tuple[dict, list[str], int] = ({}, [], 0)) -> Table:  # fmt: skip
     """Pure: one TableRow per (model, row) of the scale, ``measured`` keyed ``"<model>/<row>"``; ``baselines``:
     what ``baselines.baseline_marks`` computed from the same results."""
-    marks, not_compared = baselines
+    marks, not_compared, tests = baselines
     spec = spec.at_scale(scale)
     rows = []
     for model in spec.models_at(scale):
@@ -143,7 +144,7 @@ def build_table(spec: TableSpec, scale: str, paper: PaperNumbers, measured: Mapp
                 cells[column.key] = Cell(entry, ours, fallback, ours - reference if both and comparable else None,
                                          interval, failed, tuple(marks.get((model, row.key, column.key), ())))  # fmt: skip
             rows.append(TableRow(model, paper_model, row, cells, results))
-    return Table(spec, SCALES[scale], tuple(rows), paper, tuple(not_compared))
+    return Table(spec, SCALES[scale], tuple(rows), paper, tuple(not_compared), tests)
 
 
 # --------------------------------------------------------------------------- shared text
@@ -208,9 +209,9 @@ def note_lines(table: Table) -> list[str]:
         label = {row.key: row.label for row in table.spec.rows}
         pairs = "; ".join(f"{label[r]} vs {', '.join(label[x] for x in ([b] if isinstance(b, str) else b))}"
                           for r, b in table.spec.baselines.items())  # fmt: skip
-        lines.append(f"▲X / ▼X: significantly above / below row X on the same items (paired permutation test, 5%; {pairs}); "
-                     "no mark: no difference detectable, or not compared. Each mark is one test at 5%, uncorrected for the "
-                     "table's many tests: expect about one false mark in twenty tests." + (" Not compared: " + "; ".join(
+        lines.append(f"▲X / ▼X: significantly above / below row X on the same items (paired permutation test; {pairs}), "
+                     f"after Holm's correction over the table's {table.tests} tests: the chance of any false mark is at most "
+                     "5%. No mark: no difference detectable, or not compared." + (" Not compared: " + "; ".join(
                          table.not_compared) + "." if table.not_compared else ""))  # fmt: skip
     return lines
 

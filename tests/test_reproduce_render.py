@@ -401,3 +401,8 @@ def test_methods_are_marked_against_their_baselines_with_the_paired_test(tmp_pat
     assert "| 70.00 ▲SFT |" in lines["SAPO-DPO"]  # 28 of 40 against 20 of 40
     assert "| 50.00 |" in lines["ORPO"] and "▲" not in lines["SPIN"] + lines["ORPO"]
     assert "Not compared: SPIN vs SFT (openllm): different data ('fixtures' vs 'hub')." in markdown
+    assert "after Holm's correction over the table's 2 tests" in markdown  # SPIN's pair was refused: not a test
+    # 6 more documents right: exact p = 2 / 2^6 = 0.031 < 0.05 alone, but Holm's first threshold here is 0.05 / 2.
+    runs["sapo-dpo"] = run("sapo-dpo-6", [1.0 if i < 12 else v for i, v in enumerate(hard)])
+    markdown = render_table("table9", "paper", runs, tmp_path / "out", paper=paper, tables_dir=tables).markdown
+    assert "▲" not in markdown.split("Notes:")[0]

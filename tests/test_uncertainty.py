@@ -172,3 +172,13 @@ def test_permutation_p_is_exact_on_a_handful_of_items():
     a = {f"q{i}": (1.0 if i < 8 else 0.0, 1.0) for i in range(10)}
     b = {f"q{i}": (0.0 if i < 8 else 1.0, 1.0) for i in range(10)}
     assert paired_difference([a], [b]).p_value == pytest.approx(2 * 56 / 1024)
+
+
+def test_holm_rejects_step_down_by_hand():
+    from sapo.evaluate.uncertainty import holm_rejections
+
+    # m = 4: sorted 0.005 <= 0.05/4, 0.01 <= 0.05/3, then 0.03 > 0.05/2 stops (0.04 is not reached).
+    assert holm_rejections([0.01, 0.04, 0.03, 0.005]) == [True, False, False, True]
+    assert holm_rejections([0.03, 0.2]) == [False, False]  # 0.03 alone would pass at 5%, not against 0.025
+    assert holm_rejections([0.02, 0.04]) == [True, True]  # 0.02 <= 0.025, then 0.04 <= 0.05
+    assert holm_rejections([]) == []
