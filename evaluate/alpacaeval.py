@@ -45,7 +45,7 @@ from unittest import mock
 
 from sapo.errors import DataError, RecipeError
 from sapo.evaluate.items import alpacaeval_items, bootstrap_all, write_items
-from sapo.evaluate.uncertainty import normal_interval
+from sapo.evaluate.uncertainty import judge_spread, normal_interval
 from sapo.files import atomic_write_json, hub_offline
 from sapo.log import get_logger
 
@@ -56,6 +56,7 @@ HUB_EVAL_SET = "alpaca_eval_gpt4_baseline.json"  # 805 instructions + GPT-4 Turb
 DF_GAMED = "df_gamed.csv"  # what alpaca_eval's LC GLM is fitted with
 FULL_SET = 805
 LC_MIN_ROWS = 5  # alpaca_eval fits LC with 5-fold GroupKFold: one group per instruction
+REPEATED = ("length_controlled_winrate", "lc_minimal_winrate", "win_rate")  # what --judge-repeats reports
 # resolve(): in the strict editable install the module is a symlink into the source tree.
 FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures" / "alpaca_eval"  # holds HUB_EVAL_SET's format
 # completions_kwargs our Judge honours; anything else (tools, logit biases...) would be silently dropped.
@@ -225,9 +226,9 @@ def write_annotator_config(annotator: str, judge, folder: Path) -> Path:
     return target.resolve()  # alpaca_eval reads a relative config path against its own evaluators_configs/
 
 
-def judge_completions(judge, parallel: int = 4):
+def judge_completions(judge, parallel: int = 4, repeat: int = 0):
     """An alpaca_eval ``fn_completions`` that asks our ``Judge``: same inputs and outputs as
-    ``openai_completions`` (alpaca_eval/decoders/openai.py), which it replaces."""
+    ``openai_completions`` (alpaca_eval/decoders/openai.py), which it replaces. ``repeat``: see ``Judge.chat``."""
     from alpaca_eval.utils import prompt_to_chatml
     from tqdm.auto import tqdm
 
@@ -241,7 +242,7 @@ def judge_completions(judge, parallel: int = 4):
             messages = prompt_to_chatml(prompt) if prompt.startswith("<|im_start|>") else [
                 {"role": "user", "content": prompt}]  # fmt: skip
             reply = judge.chat(messages, temperature=temperature, max_tokens=max_tokens,
-                               top_logprobs=top_logprobs if logprobs else None)  # fmt: skip
+                               top_logprobs=top_logprobs if logprobs else None, repeat=repeat)  # fmt: skip
             if logprobs and not reply.logprobs:
                 raise JudgeError(f"judge {judge.settings.name} returned no logprobs; this annotator reads the top "
                                  f"{top_logprobs} logprobs of its first token")  # fmt: skip
@@ -314,7 +315,7 @@ def _plain(value):
 def run_alpacaeval(loaded, judge, output_dir: Path, *, data: str = "auto", limit: int | None = None,
                    max_new_tokens: int = 2048, batch_size: int = 8, seed: int = 0,
                    annotator: str = "weighted_alpaca_eval_gpt4_turbo", fingerprint: str | None = None,
-                   df_gamed: str | None = None, parallel: int = 4) -> dict:  # fmt: skip
+                   df_gamed: str | None = None, parallel: int = 4, judge_repeats: int = 1) -> dict:  # fmt: skip
     """Answer, annotate with alpaca_eval through ``judge``, score; return the ``benchmarks.alpacaeval`` entry.
 
     ``limit``: the first N instructions (marked incomplete). ``df_gamed``: the hub's ``df_gamed.csv``,
@@ -341,13 +342,19 @@ def run_alpacaeval(loaded, judge, output_dir: Path, *, data: str = "auto", limit
     official = gamed is not None and gamed.is_file() and bench.source != "fixtures"
     from alpaca_eval.main import evaluate
 
-    leaderboard, _ = evaluate(
-        model_outputs=pd.DataFrame(outputs), reference_outputs=pd.DataFrame(rows), annotators_config=str(config),
-        name=loaded.model_id, output_path=folder, precomputed_leaderboard=None, is_cache_leaderboard=False,
-        is_return_instead_of_print=True, fn_metric=lc_metric(gamed, official), sort_by="win_rate",
-        caching_path=None, fn_completions=judge_completions(judge, parallel),
-    )  # fmt: skip
-    scores = {key: _plain(value) for key, value in leaderboard.loc[loaded.model_id].items() if key != "mode"}
+    def annotate(repeat: int, output_path: Path) -> dict:
+        leaderboard, _ = evaluate(
+            model_outputs=pd.DataFrame(outputs), reference_outputs=pd.DataFrame(rows), annotators_config=str(config),
+            name=loaded.model_id, output_path=output_path, precomputed_leaderboard=None, is_cache_leaderboard=False,
+            is_return_instead_of_print=True, fn_metric=lc_metric(gamed, official), sort_by="win_rate",
+            caching_path=None, fn_completions=judge_completions(judge, parallel, repeat),
+        )  # fmt: skip
+        return {key: _plain(value) for key, value in leaderboard.loc[loaded.model_id].items() if key != "mode"}
+
+    scores = annotate(0, folder)
+    # The same outputs judged again (--judge-repeats): each repeat's annotations in repeat-<r>/, its scores below.
+    repeats = [scores, *[annotate(r, folder / f"repeat-{r}") for r in range(1, judge_repeats)]]
+    spread = judge_spread({k: [rep.get(k) for rep in repeats] for k in REPEATED if k in scores})
     scores["unparsed"] = len(rows) - int(scores["n_total"])  # no preference parsed: dropped by alpaca_eval
     annotations = json.loads((folder / "annotations.json").read_text(encoding="utf-8"))
     items = alpacaeval_items(annotations, outputs)
@@ -372,6 +379,7 @@ def run_alpacaeval(loaded, judge, output_dir: Path, *, data: str = "auto", limit
         "annotator": config.parent.name,
         "judge": judge.settings.describe(),
         "lc": {"variant": variant, "df_gamed": str(gamed) if official else None, "note": notes[variant]},
+        "judge_repeats": spread,
         "settings": {"max_new_tokens": max_new_tokens, "decoding": "greedy", "chat_template": "the model's own",
                      "prompt": "the instruction as the only user turn", "reference": rows[0]["generator"],
                      "annotator_seed": 0},  # alpaca_eval's default: decides which output the judge sees first

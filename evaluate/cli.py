@@ -44,6 +44,7 @@ class EvalRun:
     chat_template: str | None
     lm_eval_model: str | None = None  # what lm-eval loads: the model, or a folder giving it --chat-template
     calibration_pairs: int = DEFAULT_PAIRS  # judge calibration before MT-Bench and AlpacaEval (0: none)
+    judge_repeats: int = 1  # MT-Bench and AlpacaEval judged this many times (the judge's own spread)
 
 
 def _lm_eval_data(data: str) -> str:
@@ -76,7 +77,8 @@ def _run_mtbench(run: EvalRun, loaded, judge) -> dict:
 
     calibration = calibrate_mtbench(judge, load_mtbench_data(run.data), run.calibration_pairs)  # first: cheap
     entry = run_mtbench(loaded, judge, run.output, data=run.data, limit=run.limit, batch_size=run.batch_size,
-                        seed=run.seed, fingerprint=loaded.fingerprint, **_budget(run, "max_new_tokens"))  # fmt: skip
+                        seed=run.seed, fingerprint=loaded.fingerprint, judge_repeats=run.judge_repeats,
+                        **_budget(run, "max_new_tokens"))  # fmt: skip
     return {**entry, "calibration": calibration}
 
 
@@ -86,7 +88,8 @@ def _run_alpacaeval(run: EvalRun, loaded, judge) -> dict:
 
     calibration = calibrate_alpacaeval(judge, run.output / "alpacaeval", run.calibration_pairs)
     entry = run_alpacaeval(loaded, judge, run.output, data=run.data, limit=run.limit, batch_size=run.batch_size,
-                           seed=run.seed, fingerprint=loaded.fingerprint, **_budget(run, "max_new_tokens"))  # fmt: skip
+                           seed=run.seed, fingerprint=loaded.fingerprint, judge_repeats=run.judge_repeats,
+                           **_budget(run, "max_new_tokens"))  # fmt: skip
     return {**entry, "calibration": calibration}
 
 
@@ -162,7 +165,8 @@ def evaluate(args: argparse.Namespace) -> int:
         lm_eval_model = str(with_chat_template(resolve_model_path(args.model),
                                                resolve_chat_template(args.chat_template), output / "lm_eval_model"))  # fmt: skip
     run = EvalRun(args.model, output, args.data, args.limit, device, dtype, args.batch_size, args.seed,
-                  args.max_new_tokens, args.chat_template, lm_eval_model, args.calibration_pairs)  # fmt: skip
+                  args.max_new_tokens, args.chat_template, lm_eval_model, args.calibration_pairs,
+                  args.judge_repeats)  # fmt: skip
     loaded = _load(run) if set(suite) & set(GENERATING) else None
     from sapo.models import load_tokenizer, resolve_model_path
 
@@ -311,6 +315,10 @@ def add_eval_command(sub) -> None:
     judge.add_argument("--calibration-pairs", type=non_negative_int, default=DEFAULT_PAIRS,
                        help="held-out pairs (right vs wrong answer) the judge must tell apart before its MT-Bench "
                        "and AlpacaEval scores are trusted; recorded in results.json; 0: skip (default %(default)s)")  # fmt: skip
+    judge.add_argument("--judge-repeats", type=positive_int, default=1, metavar="N",
+                       help="judge MT-Bench and AlpacaEval N times (each repeat its own cache entry; GPT-4 varies "
+                       "between calls even at temperature 0): results.json's judge_repeats gives each repeat's score, "
+                       "their mean and standard deviation; repeat 0 stays the reported number (default 1)")  # fmt: skip
     judge.add_argument("--local-judge-model", default="embedded", help="model served by --judge local")
     judge.add_argument("--local-judge-max-tokens", type=positive_int, default=512,
                        help="longest reply of the local judge, whatever a benchmark asks (default 512)")  # fmt: skip

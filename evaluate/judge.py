@@ -141,9 +141,12 @@ class Judge:
         return self._client
 
     def chat(self, messages: list[dict], *, temperature: float = 0.0, max_tokens: int = 2048,
-             top_logprobs: int | None = None) -> JudgeReply:  # fmt: skip
+             top_logprobs: int | None = None, repeat: int = 0) -> JudgeReply:  # fmt: skip
+        """One reply, from the cache when this request was asked before. ``repeat`` r > 0 asks the same request
+        again as its own cache entry (``--judge-repeats``: a judge at temperature 0 still varies between calls);
+        it is part of the cache key only, never sent."""
         params = {"temperature": temperature, "max_tokens": max_tokens, "top_logprobs": top_logprobs}
-        key = request_key(self.settings.identity(), messages, params)
+        key = request_key(self.settings.identity(), messages, {**params, "repeat": repeat} if repeat else params)
         hit = self.cache.get(key)
         if hit is not None:
             return JudgeReply(hit["content"], hit.get("logprobs"), cached=True)

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from sapo.errors import DataError
 from sapo.evaluate.items import bootstrap_all, mtbench_items, write_items
+from sapo.evaluate.uncertainty import judge_spread
 from sapo.files import atomic_write_json, read_jsonl, safe_name, write_jsonl
 
 # FastChat llm_judge/common.py: categories judged against a reference answer, sampling temperatures.
@@ -151,8 +152,8 @@ def parse_rating(judgment: str) -> float:
 LOCAL_JUDGE_PREFILL = "Rating: [["
 
 
-def judge_answers(judge, data: MTBenchData, answers: list[dict], *, parallel: int = 4,
-                  turns: tuple[int, ...] = (1, 2), desc: str = "MT-Bench judging") -> list[dict]:  # fmt: skip
+def judge_answers(judge, data: MTBenchData, answers: list[dict], *, parallel: int = 4, turns: tuple[int, ...] = (1, 2),
+                  desc: str = "MT-Bench judging", repeat: int = 0) -> list[dict]:  # fmt: skip
     """FastChat ``model_judgment`` rows, one per (question, turn). Cached judgments are not asked again.
 
     A local judge (``--judge local``) gets its reply prefilled with ``Rating: [[``: a small CPU
@@ -171,7 +172,7 @@ def judge_answers(judge, data: MTBenchData, answers: list[dict], *, parallel: in
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         if prefill:
             messages.append({"role": "assistant", "content": prefill})
-        reply = judge.chat(messages, temperature=0.0, max_tokens=2048)
+        reply = judge.chat(messages, temperature=0.0, max_tokens=2048, repeat=repeat)
         judgment = (prefill or "") + reply.content
         return {"question_id": question["question_id"], "model": answer["model_id"], "judge": [judge.settings.name,
                 name], "user_prompt": user, "judgment": judgment, "score": parse_rating(judgment), "turn": turn,
@@ -199,7 +200,7 @@ def summarize(judgments: list[dict]) -> dict:
 
 def run_mtbench(loaded, judge, output_dir: Path, *, data: str = "auto", limit: int | None = None,
                 max_new_tokens: int = 1024, batch_size: int = 8, seed: int = 0, parallel: int = 4,
-                fingerprint: str | None = None) -> dict:  # fmt: skip
+                fingerprint: str | None = None, judge_repeats: int = 1) -> dict:  # fmt: skip
     """Answer, judge and score; write FastChat's files; return the ``benchmarks.mtbench`` entry.
 
     Answers already in ``output_dir`` for the same questions, weights (``fingerprint``) and
@@ -220,8 +221,15 @@ def run_mtbench(loaded, judge, output_dir: Path, *, data: str = "auto", limit: i
         atomic_write_json(answers_path.with_suffix(".meta.json"), made_with, indent=None)
     judgments = judge_answers(judge, bench, answers, parallel=parallel)
     judgment_path = folder / "model_judgment" / f"{safe_name(judge.settings.name)}_single.jsonl"
-    write_jsonl(judgment_path, judgments)
+    write_jsonl(judgment_path, judgments)  # repeat 0 only: FastChat's show_result reads this file
     items = mtbench_items(judgments, questions)
+    files = [str(answers_path), str(judgment_path)]
+    summaries = [summarize(judgments)]
+    for r in range(1, judge_repeats):  # the same answers judged again: the judge's own spread
+        again = judge_answers(judge, bench, answers, parallel=parallel, repeat=r, desc=f"MT-Bench judging, repeat {r}")
+        files.append(str(write_jsonl(judgment_path.with_name(f"{judgment_path.stem}.repeat-{r}.jsonl"), again)))
+        summaries.append(summarize(again))
+    spread = judge_spread({k: [s[k] for s in summaries] for k in ("turn_1", "turn_2", "average")})
     return {
         "data": bench.source,
         "questions": len(questions),
@@ -233,7 +241,8 @@ def run_mtbench(loaded, judge, output_dir: Path, *, data: str = "auto", limit: i
         "settings": {"max_new_tokens": max_new_tokens, "temperatures": "FastChat per category",
                      "judge_temperature": 0, "judge_max_tokens": 2048, "prompts": "FastChat single-v1/single-math-v1",
                      "judge_prefill": LOCAL_JUDGE_PREFILL if judge.settings.extra.get("local") else None},
-        "files": [str(answers_path), str(judgment_path)],
+        "judge_repeats": spread,
+        "files": files,
     }  # fmt: skip
 
 

@@ -216,3 +216,20 @@ def holm_rejections(p_values: list[float], alpha: float = 0.05) -> list[bool]:
             break
         rejected[i] = True
     return rejected
+
+
+def judge_spread(by_repeat: dict[str, list[float | None]]) -> dict:
+    """The judge's own spread over ``--judge-repeats``: each metric's value per repeat (repeat 0 is the one
+    reported), their mean, sample standard deviation and range. Answers and items are the same in every repeat:
+    only the judge's replies differ."""
+    out = {}
+    for name, values in by_repeat.items():
+        known = [v for v in values if v is not None]
+        sd = float(np.std(known, ddof=1)) if len(known) > 1 else None
+        out[name] = {"by_repeat": values, "mean": float(np.mean(known)) if known else None, "sd": sd,
+                     "range": [min(known), max(known)] if known else None}  # fmt: skip
+    return {
+        "repeats": len(next(iter(by_repeat.values()), [])),
+        "metrics": out,
+        "method": "the same answers judged again; repeat 0 is the reported value",
+    }

@@ -50,7 +50,7 @@ SCALES = {
                       warning="Embedded-scale numbers are NOT comparable with the paper's."),
     "small": Scale("small", "small",
                    "SmolLM2-135M trained for 48 steps on the project's own data, four times the embedded recipes "
-                   "(recipes/small; the DPO rate from the measured sweep in results/small/sweep.md), scored on the held-out verifiable set and the "
+                   "(recipes/small; learning rates checked by the sweep in results/small/sweep.md), scored on the held-out verifiable set and the "
                    "IFEval fixtures; judged benchmarks are left out because the only judge available offline, the "
                    "embedded model, failed calibration (results/embedded); the paper's numbers stand beside ours "
                    "only to show the table's shape",

@@ -146,6 +146,34 @@ def test_rerun_sends_no_request_twice(loaded, tmp_path):
     assert full["metrics"]["win_rate"] == pytest.approx(WIN_RATE)
 
 
+def test_judge_repeats_give_each_repeats_win_rate_and_their_spread(loaded, tmp_path):
+    """A judge that reverses every preference on its second round: win rates p and 100 - p, so by hand the mean
+    is 50 and the sample standard deviation |2p - 100| / sqrt(2); each repeat is asked once."""
+    calls = {"n": 0}
+
+    def reversing(messages, params):
+        calls["n"] += 1
+        text, top = scripted_judge(messages, params)
+        if calls["n"] <= len(INSTRUCTIONS):
+            return text, top
+        flip = {"m": "M", "M": "m", "Both": "Both"}
+        swapped = [{**t, "token": flip[t["token"]]} for t in top[0]["top_logprobs"]]
+        return swapped[0]["token"], [{**swapped[0], "top_logprobs": swapped}]
+
+    cache = tmp_path / "judge_cache.jsonl"
+    with JudgeServer(reversing, "scripted-judge") as server:
+        result = _run(loaded, _judge(server, cache), tmp_path, judge_repeats=2)
+        assert server.requests == 2 * len(INSTRUCTIONS)
+    spread = result["judge_repeats"]["metrics"]["win_rate"]
+    assert spread["by_repeat"] == pytest.approx([WIN_RATE, 100 - WIN_RATE])
+    assert result["metrics"]["win_rate"] == pytest.approx(WIN_RATE)  # repeat 0 is the reported number
+    assert spread["mean"] == pytest.approx(50.0) and spread["sd"] == pytest.approx(abs(2 * WIN_RATE - 100) / 2**0.5)
+    assert (tmp_path / "alpacaeval/repeat-1/annotations.json").is_file()
+    with JudgeServer(reversing, "scripted-judge") as server:
+        _run(loaded, _judge(server, cache), tmp_path, judge_repeats=2)
+        assert server.requests == 0
+
+
 def test_official_lc_when_df_gamed_is_beside_the_data(loaded, tmp_path):
     from sapo.evaluate.alpacaeval import run_alpacaeval
 

@@ -119,6 +119,36 @@ def test_a_killed_run_resumes_without_judging_twice(tiny_model_dir, tmp_path):
         assert server.requests == 0
 
 
+def test_judge_repeats_report_the_judges_own_spread(tiny_model_dir, tmp_path):
+    """A judge that drifts between calls (as GPT-4 does at temperature 0): each repeat is asked once, cached, and
+    results.json gives each repeat's mean, their mean and sample standard deviation; repeat 0 is the reported one."""
+    import statistics
+
+    calls = {"n": 0}
+
+    def drifting(messages, params):  # one point higher with each round of the 12 judgments (repeats run in turn)
+        calls["n"] += 1
+        return f"Rating: [[{scripted_rating(messages) + (calls['n'] - 1) // 12}]]", None
+
+    with JudgeServer(drifting, "scripted") as server:
+        assert run_eval(tiny_model_dir, tmp_path / "r", server, "--judge-repeats", "3") == 0
+        assert server.requests == 12 * 3
+    entry = json.loads((tmp_path / "r/results.json").read_text())["benchmarks"]["mtbench"]
+    folder = tmp_path / "r/mtbench/model_judgment"
+    files = [folder / "scripted_single.jsonl", folder / "scripted_single.repeat-1.jsonl",
+             folder / "scripted_single.repeat-2.jsonl"]  # fmt: skip
+    by_hand = [statistics.mean(json.loads(x)["score"] for x in f.read_text().splitlines()) for f in files]
+    spread = entry["judge_repeats"]
+    assert spread["repeats"] == 3 and spread["metrics"]["average"]["by_repeat"] == pytest.approx(by_hand)
+    assert spread["metrics"]["average"]["by_repeat"][0] == pytest.approx(entry["metrics"]["average"])
+    assert by_hand[1] == pytest.approx(by_hand[0] + 1) and by_hand[2] == pytest.approx(by_hand[0] + 2)
+    assert spread["metrics"]["average"]["sd"] == pytest.approx(1.0)  # sample sd of (a, a + 1, a + 2)
+    assert spread["metrics"]["average"]["range"] == [min(by_hand), max(by_hand)]
+    with JudgeServer(drifting, "scripted") as server:  # a rerun asks nothing: every repeat is cached
+        assert run_eval(tiny_model_dir, tmp_path / "r", server, "--judge-repeats", "3") == 0
+        assert server.requests == 0
+
+
 def test_judged_benchmark_without_judge_says_how_to_configure(tiny_model_dir, tmp_path, monkeypatch, capsys):
     from sapo.cli import main
 
