@@ -6,6 +6,8 @@ one row does not take the others down. Paths are relative to the checkout the ch
 
 from __future__ import annotations
 
+import io
+import os
 import shlex
 import shutil
 import subprocess
@@ -42,10 +44,13 @@ def run_child(step: Step, log: Path, cwd: Path) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     logger.info(f"\n== {step.what}\n   {step.shell()}")
     began = time.perf_counter()
-    with log.open("w") as handle:
-        child = subprocess.Popen(step.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                 cwd=cwd)  # fmt: skip
-        for line in child.stdout:
+    # Line-buffered both ways (the child unbuffered, the log flushed per line): the log and the terminal follow a
+    # long training as it goes, instead of showing minutes of progress at once when the child exits.
+    # A progress bar's "\r" updates stay "\r" (newline=""), so they redraw in place on the terminal.
+    with log.open("w", buffering=1, newline="") as handle:
+        child = subprocess.Popen(step.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=cwd)  # fmt: skip
+        for line in io.TextIOWrapper(child.stdout, encoding="utf-8", errors="replace", newline=""):
             handle.write(line)
             if not line.lstrip().startswith(("{'", "Map", "Loading")) or "loss" in line:
                 sys.stdout.write(line)

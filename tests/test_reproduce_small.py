@@ -81,3 +81,17 @@ def test_a_point_is_decided_by_the_fields_that_train_not_by_comments_or_logging(
     assert sweep.point_digest("# new comment\n" + text.replace("none", "tensorboard"), {"learning_rate": 2e-6}) == same
     assert sweep.point_digest(text, {"learning_rate": 1e-5}) != same
     assert sweep.point_digest(text.replace("48", "96"), {"learning_rate": 2e-6}) != same
+
+
+def test_a_child_process_log_keeps_progress_redraws_and_a_failure_names_the_log(tmp_path, capsys):
+    import sys
+
+    from sapo.errors import SapoError
+    from sapo.reproduce.children import Step, run_child
+
+    bar = "import sys\nfor i in range(3):\n    sys.stderr.write(f'\\rstep {i}'); sys.stderr.flush()\nprint()\n"
+    run_child(Step("bars", [sys.executable, "-c", bar]), tmp_path / "bars.log", tmp_path)
+    assert (tmp_path / "bars.log").read_bytes() == b"\rstep 0\rstep 1\rstep 2\n"  # redrawn in place, as tqdm does
+    assert "\rstep 2" in capsys.readouterr().out
+    with pytest.raises(SapoError, match=r"boom failed \(exit 3\); log: .*boom.log"):
+        run_child(Step("boom", [sys.executable, "-c", "raise SystemExit(3)"]), tmp_path / "boom.log", tmp_path)
