@@ -7,7 +7,7 @@ their shared items (``sapo.evaluate.compare``: same refusals, same paired permut
 significant difference marks the cell ``▲SFT`` (above SFT) or ``▼DPO`` (below DPO), when it survives
 Holm's correction over all the table's tests (family-wise 5%) and is large enough to show at the
 column's printed precision. No mark: no
-difference detectable at 5%, or not comparable (the reason is listed under the table, except a judge
+difference detectable after the correction, or not comparable (the reason is listed under the table, except a judge
 that failed calibration: its cells already say so).
 """
 

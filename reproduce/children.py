@@ -64,3 +64,16 @@ def drop_checkpoints(model_dir: Path) -> None:
     optimizer state, EMA and reference: ~2.5 GB for the 135M model). The final model stays."""
     for folder in sorted(model_dir.glob("checkpoint-*")) + sorted(model_dir.glob("iteration-*/checkpoint-*")):
         shutil.rmtree(folder)
+
+
+def override_flags(overrides: dict) -> list[str]:
+    """``sapo train``'s flags for recipe overrides: ``--key value`` (booleans lowercase, lists as several values)."""
+
+    def values(value) -> list[str]:
+        if isinstance(value, bool):
+            return [str(value).lower()]
+        if isinstance(value, list | tuple):
+            return [str(v) for v in value]
+        return [str(value)]
+
+    return [x for key, value in overrides.items() for x in (f"--{key}", *values(value))]

@@ -209,9 +209,10 @@ def note_lines(table: Table) -> list[str]:
         label = {row.key: row.label for row in table.spec.rows}
         pairs = "; ".join(f"{label[r]} vs {', '.join(label[x] for x in ([b] if isinstance(b, str) else b))}"
                           for r, b in table.spec.baselines.items())  # fmt: skip
+        tests = {0: "no paired tests", 1: "1 paired test"}.get(table.tests, f"{table.tests} paired tests")
         lines.append(f"▲X / ▼X: significantly above / below row X on the same items (paired permutation test; {pairs}), "
-                     f"after Holm's correction over the table's {table.tests} tests: the chance of any false mark is at most "
-                     "5%. No mark: no difference detectable, or not compared." + (" Not compared: " + "; ".join(
+                     f"after Holm's correction over the table's {tests}: the chance of any false mark is at most 5%. No mark: no "
+                     "difference detectable, or not compared." + (" Not compared: " + "; ".join(
                          table.not_compared) + "." if table.not_compared else ""))  # fmt: skip
     return lines
 

@@ -30,9 +30,18 @@ from pathlib import Path
 
 import yaml
 
+from sapo.errors import SapoError
 from sapo.files import atomic_write_json
 from sapo.log import get_logger
-from sapo.reproduce.children import RESULTS_ROOT, RUN_STAMP, RUNS_ROOT, Step, drop_checkpoints, run_child
+from sapo.reproduce.children import (
+    RESULTS_ROOT,
+    RUN_STAMP,
+    RUNS_ROOT,
+    Step,
+    drop_checkpoints,
+    override_flags,
+    run_child,
+)
 from sapo.reproduce.table_specs import SCALES, RunPlan, list_specs, load_spec, plan_runs
 
 logger = get_logger(__name__)
@@ -59,16 +68,8 @@ def recipe_hash(root: Path, plan: RunPlan) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _cli_value(value) -> list[str]:
-    if isinstance(value, bool):
-        return [str(value).lower()]
-    if isinstance(value, list | tuple):
-        return [str(v) for v in value]
-    return [str(value)]
-
-
 def train_step(plan: RunPlan, root: Path, launcher: list[str]) -> Step:
-    overrides = [x for key, value in plan.overrides.items() for x in (f"--{key}", *_cli_value(value))]
+    overrides = override_flags(plan.overrides)
     run_dir = root / RUNS_ROOT / plan.run_id
     if any(run_dir.glob("checkpoint-*")) or any(run_dir.glob("iteration-*")):
         overrides += ["--resume_from_checkpoint", "true"]  # an interrupted run continues where it stopped
@@ -185,14 +186,18 @@ def plot_table_curves(name: str, plans: list[RunPlan], root: Path, out_dir: Path
     trained here, as at paper scale before its runs exist)."""
     from sapo.reproduce.curves import plot_runs
 
-    label = {p.run_id: p.row for p in plans}
-    folders = {label[p.run_id]: root / RUNS_ROOT / p.run_id for p in plans if p.recipe is not None}
-    found = {
-        row: f for row, f in folders.items() if (f / "trainer_state.json").is_file() or any(f.glob("iteration-*"))
-    }
+    several = len({p.model for p in plans}) > 1
+    folders = {(p.key if several else p.row): root / RUNS_ROOT / p.run_id for p in plans if p.recipe is not None}
+    found = {k: f for k, f in folders.items() if (f / "trainer_state.json").is_file() or any(f.glob("iteration-*"))}
     if not found:
         return None
-    return plot_runs(found, out_dir / f"{name}_curves.png", title=f"{name}: training curves ({plans[0].scale} scale)")
+    try:
+        return plot_runs(
+            found, out_dir / f"{name}_curves.png", title=f"{name}: training curves ({plans[0].scale} scale)"
+        )
+    except SapoError as err:  # the tables are written already; a run without logged curves must not undo that
+        logger.warning(f"{name}: no curves figure: {err}")
+        return None
 
 
 def _print_plan(name: str, plans: list[RunPlan], root: Path, launcher: list[str], blockers: list[str]) -> int:
@@ -230,7 +235,7 @@ def add_reproduce_command(sub) -> None:
         "name",
         choices=names,
         help="which table or figure ('all' for every one); 'sweep': the measured "
-        "learning-rate sweep the scale's recipes took their rates from (reproduce/sweeps/<scale>.yaml)",
+        "learning-rate sweep that checked the scale's DPO-loss rate (reproduce/sweeps/<scale>.yaml)",
     )
     p.add_argument("--scale", choices=list(SCALES), default="embedded",
                    help="embedded: the <= 15 min CPU pipeline check; small: the embedded model trained four times "

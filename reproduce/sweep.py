@@ -1,4 +1,4 @@
-"""``sapo reproduce sweep NAME``: the short measured sweep a scale's recipes took their rates from.
+"""``sapo reproduce sweep --scale NAME``: the short measured sweep that checks a scale's learning rate.
 
 The sweep is data (``reproduce/sweeps/<name>.yaml``): one recipe, one field to vary and its values. Each
 point trains the recipe with that value (``sapo train``, a child process, as a table's row is trained), scores
@@ -18,9 +18,10 @@ from pathlib import Path
 
 import yaml
 
+from sapo.errors import RecipeError
 from sapo.files import atomic_write_json, atomic_write_text
 from sapo.log import get_logger
-from sapo.reproduce.children import RESULTS_ROOT, RUNS_ROOT, Step, drop_checkpoints, run_child
+from sapo.reproduce.children import RESULTS_ROOT, RUNS_ROOT, Step, drop_checkpoints, override_flags, run_child
 
 logger = get_logger(__name__)
 SWEEPS_DIR = Path(__file__).resolve().parent / "sweeps"
@@ -31,10 +32,10 @@ def load_sweep(name: str) -> dict:
     path = SWEEPS_DIR / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
-        raise ValueError(f"no sweep {name!r}; known: {', '.join(known)}")
+        raise RecipeError(f"no sweep {name!r}; known: {', '.join(known)}")
     sweep = yaml.safe_load(path.read_text())
     if set(sweep) != KEYS:
-        raise ValueError(f"{path}: expected keys {sorted(KEYS)}, got {sorted(sweep)}")
+        raise RecipeError(f"{path}: expected keys {sorted(KEYS)}, got {sorted(sweep)}")
     return sweep
 
 
@@ -55,10 +56,11 @@ def _last_logged(log: Path, key: str) -> float | None:
 NOT_TRAINING = ("report_to", "logging_steps", "save_steps", "save_strategy", "output_dir")
 
 
-def point_digest(recipe_text: str, overrides: dict) -> str:
-    """What decides a point: the recipe's parsed fields (comments aside) with the point's overrides."""
+def point_digest(recipe_text: str, overrides: dict, scoring: tuple = ()) -> str:
+    """What decides a point: the recipe's parsed fields (comments aside) with the point's overrides, and how it
+    is scored (the sweep's ``limit`` and ``eval_args``)."""
     fields = {k: v for k, v in {**yaml.safe_load(recipe_text), **overrides}.items() if k not in NOT_TRAINING}
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(json.dumps([fields, list(scoring)], sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _evaluate(model: str, out: Path, sweep: dict, root: Path) -> dict:
@@ -85,7 +87,7 @@ def run_sweep(name: str, root: Path) -> dict:
         overrides = {**sweep["overrides"], sweep["vary"]: value}
         tag = "start" if value is None else f"{sweep['vary']}={value}"
         run_id = f"sweep/{name}/{recipe.parent.name}+{tag}"
-        digest = point_digest(text, overrides)
+        digest = point_digest(text, overrides, (sweep["limit"], sweep["eval_args"]))
         run_dir, out = root / RUNS_ROOT / run_id, root / RESULTS_ROOT / run_id
         done = _finished(out / "point.json", digest)
         if done:
@@ -96,7 +98,7 @@ def run_sweep(name: str, root: Path) -> dict:
         if value is None:
             model = str(yaml.safe_load(text)["model_name_or_path"])
         else:
-            flags = [x for k, v in overrides.items() for x in (f"--{k}", str(v))]
+            flags = override_flags(overrides)
             run_child(Step(f"train {run_id}", [sys.executable, "-m", "sapo.cli", "train", str(recipe),
                                                "--output_dir", str(RUNS_ROOT / run_id), *flags]),
                       out / "train.log", root)  # fmt: skip

@@ -50,8 +50,8 @@ SCALES = {
                       warning="Embedded-scale numbers are NOT comparable with the paper's."),
     "small": Scale("small", "small",
                    "SmolLM2-135M trained for 48 steps on the project's own data, four times the embedded recipes "
-                   "(recipes/small; learning rates checked by the sweep in results/small/sweep.md), scored on the held-out verifiable set and the "
-                   "IFEval fixtures; judged benchmarks are left out because the only judge available offline, the "
+                   "(recipes/small; learning rates checked by the sweep in results/small/sweep.md), scored on the held-out verifiable set, the "
+                   "IFEval fixtures and, where a table has it, the Open LLM fixtures; judged benchmarks are left out because the only judge available offline, the "
                    "embedded model, failed calibration (results/embedded); the paper's numbers stand beside ours "
                    "only to show the table's shape",
                    warning="Small-scale numbers are NOT comparable with the paper's."),
@@ -261,4 +261,12 @@ def plan_runs(spec: TableSpec, scale: str, root: Path | None = None) -> list[Run
             plans.append(RunPlan(key=f"{model}/{row.key}", scale=scale, model=model, row=row.key, recipe=recipe,
                                  overrides=settings["overrides"], evaluate=settings["evaluate"], suites=spec.suites,
                                  run_id=f"{scale}/{model}/{name}" + (f"+{suffix}" if suffix else "")))  # fmt: skip
+    if scale != "paper":  # rows the paper runs apart must not collapse into one run (a missing scale layer)
+        apart = {p.row: p.run_id for p in plan_runs(spec, "paper", root) if p.model == spec.models[0]}
+        seen = {}
+        for plan in plans:
+            other = seen.setdefault(plan.run_id, plan.row)
+            if other != plan.row and apart[other] != apart[plan.row]:
+                raise RecipeError(f"{spec.name}: rows {other} and {plan.row} are one run ({plan.run_id}) at {scale} "
+                                  f"scale but two at paper scale: give them a {scale}: layer")  # fmt: skip
     return plans

@@ -175,6 +175,7 @@ def test_paired_methods_read_the_rejected_side(smol_tokenizer):
 
 
 def test_report_to_tensorboard_writes_events_or_warns_when_it_is_missing(tiny_model_dir, tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")  # the dev extra installs it
     out = train_cli(tmp_path, tiny_model_dir, "dpo", extra=["--report_to", "tensorboard", "--logging_steps", "1"])
     events = list((out / "runs").rglob("events.out.tfevents.*"))
     assert len(events) == 1 and events[0].stat().st_size > 0

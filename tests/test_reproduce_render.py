@@ -260,7 +260,12 @@ def test_loader_refuses_a_value_without_a_source(tmp_path):
         load_paper_numbers(write_paper_dir(tmp_path, "table9", [cell]))
 
 
-NOT_IN_PAPER = {"value": None}  # a column the paper has no benchmark for (the held-out verifiable set)
+def paper_cell(cells: dict, spec, key: tuple) -> dict:
+    """The cell in results/paper; a column the paper scale does not show (the held-out verifiable set) has none.
+    A column the paper scale shows must have its cell (a KeyError here)."""
+    if key in cells or key[3] in {c.key for c in spec.at_scale("paper").columns}:
+        return cells[key]
+    return {"value": None}
 
 
 @pytest.mark.parametrize("scale", list(SCALES))
@@ -277,7 +282,7 @@ def test_every_rendered_paper_number_is_in_results_paper(name, scale, tmp_path):
     assert len(rows) == len(spec.models_at(scale)) * len(spec.rows) * len(shown)
     decimals = {c.key: c.decimals for c in shown}
     for row in rows:
-        entry = cells.get((name, row["paper_model"], row["row"], row["column"]), NOT_IN_PAPER)
+        entry = paper_cell(cells, spec, (name, row["paper_model"], row["row"], row["column"]))
         if entry["value"] is None:
             assert row["paper"] == "", row
         else:
@@ -289,7 +294,7 @@ def test_every_rendered_paper_number_is_in_results_paper(name, scale, tmp_path):
     for line, row_key in zip(lines[2:], [(m, r.key) for m in spec.models_at(scale) for r in spec.rows], strict=True):
         texts = dict(zip(header, [t.strip() for t in line.strip("|").split("|")], strict=True))
         for column in spec.at_scale(scale).columns:
-            entry = cells.get((name, spec.paper_model_for(row_key[0]), row_key[1], column.key), NOT_IN_PAPER)
+            entry = paper_cell(cells, spec, (name, spec.paper_model_for(row_key[0]), row_key[1], column.key))
             shown = texts[f"{column.label} paper"]
             want = "n/a" if entry["value"] is None else f"{entry['value']:.{column.decimals}f}"
             assert shown == want + ("†" if entry["value"] is not None and not entry["verified"] else ""), shown
@@ -401,7 +406,7 @@ def test_methods_are_marked_against_their_baselines_with_the_paired_test(tmp_pat
     assert "| 70.00 ▲SFT |" in lines["SAPO-DPO"]  # 28 of 40 against 20 of 40
     assert "| 50.00 |" in lines["ORPO"] and "▲" not in lines["SPIN"] + lines["ORPO"]
     assert "Not compared: SPIN vs SFT (openllm): different data ('fixtures' vs 'hub')." in markdown
-    assert "after Holm's correction over the table's 2 tests" in markdown  # SPIN's pair was refused: not a test
+    assert "after Holm's correction over the table's 2 paired tests" in markdown  # SPIN's pair was refused: not a test
     # 6 more documents right: exact p = 2 / 2^6 = 0.031 < 0.05 alone, but Holm's first threshold here is 0.05 / 2.
     runs["sapo-dpo"] = run("sapo-dpo-6", [1.0 if i < 12 else v for i, v in enumerate(hard)])
     markdown = render_table("table9", "paper", runs, tmp_path / "out", paper=paper, tables_dir=tables).markdown

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sapo.errors import RecipeError
 from sapo.reproduce import sweep
 from sapo.reproduce.run import EVAL_ARGS
 from sapo.reproduce.table_specs import SCALES, load_columns, load_spec, plan_runs
@@ -26,6 +27,7 @@ def test_each_scale_shows_only_the_columns_it_measures():
         assert "mtbench" in keys["paper"] and "mtbench" in keys["embedded"]
         for plan in plan_runs(spec, "small", REPO):
             assert "mtbench" not in plan.suites and "alpacaeval" not in plan.suites and "verifiable" in plan.suites
+    assert [c.key for c in load_spec("table3").at_scale("small").columns] == ["verifiable", "openllm_avg", "ifeval"]
     assert "--judge" not in EVAL_ARGS["small"]
 
 
@@ -51,7 +53,7 @@ def test_small_recipes_train_every_method_the_same_48_steps_of_2_examples():
 def test_the_sweep_is_data_and_its_trainer_log_is_read(tmp_path):
     body = sweep.load_sweep("small")
     assert (REPO / body["recipe"]).is_file() and body["vary"] == "learning_rate" and len(body["values"]) >= 3
-    with pytest.raises(ValueError, match="no sweep 'huge'; known: small"):
+    with pytest.raises(RecipeError, match="no sweep 'huge'; known: small"):
         sweep.load_sweep("huge")
     # The trainer's logged dicts, as `sapo train` prints them between progress bars (carriage returns).
     log = tmp_path / "train.log"
@@ -77,10 +79,27 @@ def test_the_sweep_table_prints_each_point_with_its_interval():
 
 def test_a_point_is_decided_by_the_fields_that_train_not_by_comments_or_logging():
     text = "learning_rate: 5.0e-6  # a comment\nmax_steps: 48\nreport_to: none\n"
-    same = sweep.point_digest(text, {"learning_rate": 2e-6})
-    assert sweep.point_digest("# new comment\n" + text.replace("none", "tensorboard"), {"learning_rate": 2e-6}) == same
-    assert sweep.point_digest(text, {"learning_rate": 1e-5}) != same
-    assert sweep.point_digest(text.replace("48", "96"), {"learning_rate": 2e-6}) != same
+    scoring = (96, ["--max-new-tokens", "48"])
+    same = sweep.point_digest(text, {"learning_rate": 2e-6}, scoring)
+    edited = "# new comment\n" + text.replace("none", "tensorboard")
+    assert sweep.point_digest(edited, {"learning_rate": 2e-6}, scoring) == same
+    assert sweep.point_digest(text, {"learning_rate": 1e-5}, scoring) != same
+    assert sweep.point_digest(text.replace("48", "96"), {"learning_rate": 2e-6}, scoring) != same
+    assert sweep.point_digest(text, {"learning_rate": 2e-6}, (267, ["--max-new-tokens", "48"])) != same  # rescored
+
+
+def test_plan_refuses_rows_the_paper_runs_apart_but_a_scale_would_run_as_one(tmp_path):
+    from sapo.errors import RecipeError as PlanError
+
+    (tmp_path / "columns.yaml").write_text((REPO / "reproduce/tables/columns.yaml").read_text())
+    (tmp_path / "table9.yaml").write_text(
+        "title: t\ncaption: c\nkind: table\nmodels: [llama-3-8b]\ncolumns: [ifeval]\nrows:\n"
+        "  - {key: a, label: A, recipe: sapo-orpo, paper: {overrides: {segment_max_new_tokens: 64}}}\n"
+        "  - {key: b, label: B, recipe: sapo-orpo, paper: {overrides: {segment_max_new_tokens: 128}}}\n")  # fmt: skip
+    spec = load_spec("table9", tmp_path)
+    assert len({p.run_id for p in plan_runs(spec, "paper", REPO)}) == 2
+    with pytest.raises(PlanError, match="rows a and b are one run .* at small scale but two at paper scale"):
+        plan_runs(spec, "small", REPO)
 
 
 def test_a_child_process_log_keeps_progress_redraws_and_a_failure_names_the_log(tmp_path, capsys):
@@ -93,5 +112,12 @@ def test_a_child_process_log_keeps_progress_redraws_and_a_failure_names_the_log(
     run_child(Step("bars", [sys.executable, "-c", bar]), tmp_path / "bars.log", tmp_path)
     assert (tmp_path / "bars.log").read_bytes() == b"\rstep 0\rstep 1\rstep 2\n"  # redrawn in place, as tqdm does
     assert "\rstep 2" in capsys.readouterr().out
+    # print() without flush, then wait for the line to reach the log while the child still runs: only an
+    # unbuffered child and a log flushed per line get it there before the child exits.
+    log = tmp_path / "live.log"
+    live = ("import pathlib, sys, time\nprint('first line')\nfor _ in range(100):\n"
+            f"    if 'first line' in pathlib.Path({str(log)!r}).read_text(): sys.exit(0)\n"
+            "    time.sleep(0.05)\nsys.exit(7)\n")  # fmt: skip
+    run_child(Step("live", [sys.executable, "-c", live]), log, tmp_path)  # exit 7 would raise
     with pytest.raises(SapoError, match=r"boom failed \(exit 3\); log: .*boom.log"):
         run_child(Step("boom", [sys.executable, "-c", "raise SystemExit(3)"]), tmp_path / "boom.log", tmp_path)
