@@ -13,7 +13,7 @@ A second run of the same command finds everything and only renders. Rows that sh
 
 Scales: ``embedded`` runs here and now (CPU; fixture benchmarks; the embedded model as a
 local judge); ``small`` trains the same model four times longer (48 steps) and scores it on the held-out
-verifiable set and IFEval (<= 2 h on 2 CPU cores). ``paper`` needs GPUs, the hub and a judge; when one is missing it prints the
+verifiable set and IFEval (Table 2: ~2 h on 2 CPU cores). ``paper`` needs GPUs, the hub and a judge; when one is missing it prints the
 exact commands (accelerate launch with ZeRO-3, then sapo eval) instead of failing late.
 """
 
@@ -239,7 +239,7 @@ def add_reproduce_command(sub) -> None:
     )
     p.add_argument("--scale", choices=list(SCALES), default="embedded",
                    help="embedded: the <= 15 min CPU pipeline check; small: the embedded model trained four times "
-                   "longer (48 steps), scored on the held-out verifiable set (<= 2 h on 2 CPU cores); paper: 8 GPUs")  # fmt: skip
+                   "longer (48 steps), scored on the held-out verifiable set (Table 2: ~2 h on 2 CPU cores); paper: 8 GPUs")  # fmt: skip
     p.add_argument("--force", action="store_true", help="retrain and re-evaluate even when finished runs exist")
     p.add_argument("--dry-run", action="store_true", help="print the paper-scale commands and stop")
     p.add_argument("--keep-checkpoints", action="store_true",
