@@ -31,13 +31,18 @@ CURVES = (
 )
 
 
-def _states(run: Path) -> list[Path]:
+def state_files(run: Path) -> list[Path]:
+    """A run's trainer_state.json files: its own, or SPIN's iterations' in order; [] when it has none."""
     if (run / "trainer_state.json").is_file():
         return [run / "trainer_state.json"]
-    iterations = sorted(run.glob("iteration-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
-    if not iterations:
+    return sorted(run.glob("iteration-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
+
+
+def _states(run: Path) -> list[Path]:
+    files = state_files(run)
+    if not files:
         raise SapoError(f"{run}: no trainer_state.json (is it a finished `sapo train` output folder?)")
-    return iterations
+    return files
 
 
 def read_curves(run: str | Path) -> dict[str, list[tuple[int, float]]]:

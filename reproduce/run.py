@@ -184,11 +184,11 @@ def render(name: str, scale: str, plans: list[RunPlan], root: Path) -> None:
 def plot_table_curves(name: str, plans: list[RunPlan], root: Path, out_dir: Path) -> Path | None:
     """``<name>_curves.png``: the logged training curves of the table's trained rows, overlaid (none: no row
     trained here, as at paper scale before its runs exist)."""
-    from sapo.reproduce.curves import plot_runs
+    from sapo.reproduce.curves import plot_runs, state_files
 
     several = len({p.model for p in plans}) > 1
     folders = {(p.key if several else p.row): root / RUNS_ROOT / p.run_id for p in plans if p.recipe is not None}
-    found = {k: f for k, f in folders.items() if (f / "trainer_state.json").is_file() or any(f.glob("iteration-*"))}
+    found = {k: f for k, f in folders.items() if state_files(f)}
     if not found:
         return None
     try:
