@@ -4,8 +4,9 @@ Every stage writes results a later run reads back (checkpoints, judge caches, ge
 answers, results.json). A kill must never leave a half-written file where a reader expects a
 whole one: single files are written to a temporary name in the same folder and renamed into
 place; folders are published with a completion stamp; append-only JSONL readers skip a last
-line cut short, and its writer drops it before appending. Also here: the one name-sanitising
-rule for file names, and the one offline switch (Hugging Face's own).
+line cut short (even mid-character), and its writer truncates it away in place before appending.
+Also here: the one name-sanitising rule for file names, and the one offline switch (Hugging
+Face's own).
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ def write_jsonl(path: str | Path, rows: list[dict]) -> Path:
 
 def read_jsonl(path: str | Path) -> list[dict]:
     """Every row of a JSONL file that must be whole (blank lines skipped); a bad line raises."""
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    # Split on "\n" only: str.splitlines also breaks at U+2028, U+0085 ..., which rows written with
+    # ensure_ascii=False may hold inside a string.
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").split("\n") if line.strip()]
 
 
 def publish_folder(target: str | Path, write: Callable[[Path], None]) -> Path:
@@ -86,15 +89,17 @@ def is_published(folder: str | Path) -> bool:
 
 
 def read_complete_rows(path: str | Path) -> list[dict]:
-    """The rows of an append-only JSONL that parse; a line cut short by a crash is skipped. [] if no file."""
+    """The rows of an append-only JSONL that parse. A line that does not decode or parse (the last one, cut by a
+    crash mid-row or mid-character) is skipped. [] if no file."""
     path = Path(path)
     if not path.is_file():
         return []
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    # Bytes, split on b"\n" and decoded line by line: a cut multi-byte character spoils only its own line.
+    for line in path.read_bytes().split(b"\n"):
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
+            rows.append(json.loads(line.decode("utf-8")))
+        except (UnicodeDecodeError, json.JSONDecodeError):
             continue
     return rows
 
@@ -103,10 +108,28 @@ def drop_partial_last_line(path: str | Path) -> None:
     """Cut a last line without its newline (left by a crash), so appended rows start on a line of their own.
     Only the file's own writer may call this: another process may be appending to it."""
     path = Path(path)
-    if path.is_file():
-        text = path.read_text(encoding="utf-8")
-        if text and not text.endswith("\n"):
-            path.write_text(text[: text.rfind("\n") + 1], encoding="utf-8")
+    if not path.is_file():
+        return
+    with path.open("r+b") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        keep = _end_of_last_line(handle, size)
+        if keep < size:
+            # Truncated in place, never rewritten: a kill here leaves the whole rows as they were.
+            os.truncate(handle.fileno(), keep)
+            os.fsync(handle.fileno())
+
+
+def _end_of_last_line(handle, size: int, block: int = 1 << 16) -> int:
+    """The byte offset just after the file's last b"\n" (0 if none), read backwards from the end."""
+    end = size
+    while end > 0:
+        start = max(0, end - block)
+        handle.seek(start)
+        newline = handle.read(end - start).rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        end = start
+    return 0
 
 
 def append_rows(handle, rows: list[dict]) -> None:
