@@ -145,7 +145,7 @@ def reproduce(name: str, scale: str = "embedded", *, force: bool = False, root: 
         if plan.recipe is not None:
             model_dir = root / RUNS_ROOT / plan.run_id
             if force or not trained(plan, root):
-                if force or (model_dir / RUN_STAMP).is_file():  # made from another recipe: start afresh
+                if (force or (model_dir / RUN_STAMP).is_file()) and model_dir.exists():  # start afresh
                     shutil.rmtree(model_dir)  # (a folder without a stamp was interrupted: it resumes)
                 run_child(train_step(plan, root, launcher), root / RESULTS_ROOT / plan.run_id / "train.log", root)
                 stamp = {"recipe_sha256": recipe_hash(root, plan), "recipe": str(plan.recipe),

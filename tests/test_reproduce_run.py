@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -46,7 +45,8 @@ def test_a_second_run_only_renders(checkout, monkeypatch):
     plans = plan_runs(load_spec("table2"), "embedded", checkout)
     for i, plan in enumerate(plans):
         finish(plan, checkout, weights=float(i))
-    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail(f"launched {a[0]}"))
+    # No child step (train, eval) runs; matplotlib may still spawn fc-list to build its font cache on a fresh machine.
+    monkeypatch.setattr(reproduce_run, "run_child", lambda step, *a: pytest.fail(f"launched {step.what}"))
     assert reproduce_run.reproduce("table2", "embedded", root=checkout) == 0
     markdown = (checkout / "results/embedded/table2.md").read_text()
     assert "NOT comparable" in markdown and "25.00" in markdown and "5.50" in markdown
@@ -102,3 +102,22 @@ def test_finished_runs_lose_their_intermediate_checkpoints(tmp_path):
     reproduce_run.drop_checkpoints(tmp_path)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["iteration-0",
                                                                                       "model.safetensors"]  # fmt: skip
+
+
+def test_force_on_a_fresh_checkout_trains_instead_of_failing(checkout, monkeypatch):
+    """--force used to rmtree a run folder that did not exist yet (FileNotFoundError before any training)."""
+    launched = []
+
+    def fake_child(step, log, root):  # the child would train; here it leaves what a finished run leaves
+        launched.append(step.what)
+        if step.what.startswith("train"):
+            out = root / step.argv[step.argv.index("--output_dir") + 1]
+            out.mkdir(parents=True, exist_ok=True)
+            save_file({"w": torch.zeros(2)}, out / "model.safetensors")
+
+    monkeypatch.setattr(reproduce_run, "run_child", fake_child)
+    monkeypatch.setattr(reproduce_run, "render", lambda *a, **k: None)
+    assert not (checkout / reproduce_run.RUNS_ROOT).exists()
+    assert reproduce_run.reproduce("table2", "embedded", root=checkout, force=True) == 0
+    trained_rows = {p.run_id for p in plan_runs(load_spec("table2"), "embedded", checkout) if p.recipe is not None}
+    assert sum(what.startswith("train") for what in launched) == len(trained_rows) > 0
