@@ -169,6 +169,30 @@ def test_invalid_json_line_is_named(tmp_path, smol_tokenizer):
         load_examples(str(path), smol_tokenizer)
 
 
+@pytest.mark.parametrize(
+    ("line", "match"),
+    [(b"{not json", "line 2: not valid JSON"), ('{"prompt": "caf\u00e9"}'.encode("latin-1"), "line 2: not UTF-8")],
+)
+def test_an_unreadable_line_is_a_bad_row(tmp_path, smol_tokenizer, line, match):
+    # Skipped and counted under 'skip' like any bad row, the lines after it still read; a DataError under 'error'.
+    good = b'{"prompt": "q", "chosen": "a"}\n'
+    path = tmp_path / "broken.jsonl"
+    path.write_bytes(good + line + b"\n" + good)
+    examples, stats = load_examples(str(path), smol_tokenizer, on_bad_row="skip")
+    assert len(examples) == 2 and stats.rows_read == 3 and stats.bad_rows_skipped == 1
+    assert stats.skipped_locations[0].startswith(f"{path} line 2: ")
+    assert [e.where for e in examples] == [f"{path} line 1", f"{path} line 3"]
+    with pytest.raises(DataError, match=f"broken.jsonl {match}"):
+        load_examples(str(path), smol_tokenizer)
+
+
+def test_an_unreadable_json_file_is_a_data_error(tmp_path, smol_tokenizer):
+    path = tmp_path / "rows.json"
+    path.write_text('[{"prompt": "q", "chosen": "a"},')
+    with pytest.raises(DataError, match="rows.json: not valid JSON"):
+        load_examples(str(path), smol_tokenizer)
+
+
 def test_capybara_row_uses_chosen_and_prompt_strings_work(smol_tokenizer):
     capybara = {
         "source": "x",

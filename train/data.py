@@ -67,8 +67,12 @@ class DataStats:
 # --------------------------------------------------------------------------- rows -> messages
 
 
-def read_rows(source: str, split: str = "train") -> Iterator[tuple[str, dict]]:
-    """Yield (location, row) from ``embedded``, a .jsonl/.json/.parquet file, a saved folder or a hub name."""
+def read_rows(source: str, split: str = "train") -> Iterator[tuple[str, dict | DataError]]:
+    """Yield (location, row) from ``embedded``, a .jsonl/.json/.parquet file, a saved folder or a hub name.
+
+    A JSONL line that is not UTF-8 or not JSON yields a ``DataError`` naming file and line in place of the row,
+    so the caller's ``on_bad_row`` decides (``conversation_from_row`` raises it); the lines after it still come.
+    """
     if source == "embedded":
         from sapo.train.embedded_data import read_embedded_release
 
@@ -79,18 +83,16 @@ def read_rows(source: str, split: str = "train") -> Iterator[tuple[str, dict]]:
         return
     path = Path(source)
     if path.suffix == ".jsonl" and path.is_file():
-        with path.open(encoding="utf-8") as handle:
+        with path.open("rb") as handle:  # bytes: one line that is not UTF-8 must not end the whole read
             for line_no, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise DataError(f"{path} line {line_no}: not valid JSON ({err.msg})") from err
-                yield f"{path} line {line_no}", row
+                yield f"{path} line {line_no}", _parse_line(line, f"{path} line {line_no}")
         return
     if path.suffix == ".json" and path.is_file():
-        rows = json.loads(path.read_text(encoding="utf-8"))
+        rows = _parse_line(path.read_bytes(), str(path))  # one document: bad as a whole, never skipped
+        if isinstance(rows, DataError):
+            raise rows
         if not isinstance(rows, list):
             raise DataError(f"{path}: expected a JSON array of rows, got {type(rows).__name__}")
         for i, row in enumerate(rows):
@@ -117,6 +119,15 @@ def read_rows(source: str, split: str = "train") -> Iterator[tuple[str, dict]]:
         yield f"{source} row {i}", row
 
 
+def _parse_line(line: bytes, where: str) -> dict | DataError:
+    try:
+        return json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        return DataError(f"{where}: not UTF-8 text (byte {err.start}: {line[err.start : err.start + 1]!r})")
+    except json.JSONDecodeError as err:
+        return DataError(f"{where}: not valid JSON ({err.msg}, column {err.colno})")
+
+
 def _check_messages(messages, where: str, name: str) -> list[dict]:
     if not isinstance(messages, list) or not messages:
         raise DataError(f"{where}: field '{name}': expected a non-empty list of messages, got {messages!r:.80}")
@@ -137,8 +148,10 @@ def _check_messages(messages, where: str, name: str) -> list[dict]:
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
-def conversation_from_row(row: dict, where: str, field_name: str | None = None) -> list[dict]:
+def conversation_from_row(row: dict | DataError, where: str, field_name: str | None = None) -> list[dict]:
     """The conversation in ``row``: a list of messages, or built from ``prompt`` + answer strings."""
+    if isinstance(row, DataError):  # a line read_rows could not parse
+        raise row
     if not isinstance(row, dict):
         raise DataError(f"{where}: expected an object, got {type(row).__name__}")
     if field_name is None:
