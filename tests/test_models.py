@@ -1,12 +1,19 @@
 """Model loading: the embedded default materializes offline, loads with plain
-AutoModelForCausalLM and answers a chat prompt; hub names fail with a message."""
+AutoModelForCausalLM and answers a chat prompt, and processes that ask for it at once build it once;
+hub names fail with a message."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from sapo.files import COMPLETE_STAMP, held_lock
 from sapo.models import ModelUnavailableError, build_tiny_model, load_causal_lm, materialize_embedded_model
 
 
@@ -42,6 +49,60 @@ def test_interrupted_write_is_not_taken_for_complete(tmp_path):
     build_tiny_model(target)
     model = AutoModelForCausalLM.from_pretrained(target)
     assert model.config.num_hidden_layers == 2
+
+
+# Imports first, then a barrier on two files, so both processes ask for the model in the same instant.
+_BUILD_AT_ONCE = """
+import os, sys, time
+from pathlib import Path
+from sapo.models import build_tiny_model
+Path(sys.argv[2]).touch()
+while len(list(Path(sys.argv[2]).parent.glob("ready-*"))) < 2:
+    time.sleep(0.005)
+folder = build_tiny_model(sys.argv[1])
+print(os.stat(folder / "model.safetensors").st_ino)
+"""
+
+
+def test_two_processes_building_at_once_make_one_model(tmp_path):
+    # An `accelerate launch` on a fresh cache: every rank asks for the model. One builds, the other waits and
+    # reuses its folder, never replacing it under a rank that is already loading it.
+    target = tmp_path / "cache" / "tiny"
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", _BUILD_AT_ONCE, str(target), str(tmp_path / f"ready-{i}")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    results = [child.communicate(timeout=300) for child in children]
+    for child, (_, err) in zip(children, results, strict=True):
+        assert child.returncode == 0, err[-2000:]
+    inodes = {int(out.split()[-1]) for out, _ in results}
+    assert inodes == {(target / "model.safetensors").stat().st_ino}, "one process replaced the other's model"
+    assert sorted(p.name for p in target.parent.iterdir()) == [".tiny.lock", "tiny"]  # no temporary folder left
+    assert AutoModelForCausalLM.from_pretrained(target).config.num_hidden_layers == 2
+
+
+def test_embedded_materialization_waits_for_the_process_building_it(tmp_path):
+    # The embedded build (~25 s) takes the same lock: while another process holds it, a second waits, then
+    # finds the folder whole and reuses it instead of building its own.
+    target = tmp_path / "embedded"
+    script = "import sys; from sapo.models import materialize_embedded_model as m; print('asking', flush=True); m(sys.argv[1])"
+    with held_lock(target):
+        child = subprocess.Popen([sys.executable, "-c", script, str(target)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)  # fmt: skip
+        assert child.stdout.readline() == "asking\n"
+        time.sleep(2)  # it is now blocked on the lock (it would otherwise be dequantizing for ~25 s)
+        assert child.poll() is None
+        target.mkdir()  # what the other process published: a stand-in, marked so a rebuild would show
+        for name in ("config.json", COMPLETE_STAMP, "stand-in"):
+            (target / name).write_text("{}")
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 0, err[-2000:]
+    assert sorted(os.listdir(target)) == sorted(["config.json", COMPLETE_STAMP, "stand-in"])
 
 
 def test_tiny_model_shape_and_tied_embeddings(tiny_model_dir):

@@ -3,20 +3,21 @@
 Every stage writes results a later run reads back (checkpoints, judge caches, generated
 answers, results.json). A kill must never leave a half-written file where a reader expects a
 whole one: single files are written to a temporary name in the same folder and renamed into
-place; folders are published with a completion stamp; append-only JSONL readers skip a last
-line cut short (even mid-character), and its writer truncates it away in place before appending.
-Also here: the one name-sanitising rule for file names, and the one offline switch (Hugging
-Face's own).
+place; folders are published with a completion stamp (and built once, under a lock, when several
+processes may ask for the same one); append-only JSONL readers skip a last line cut short (even
+mid-character), and its writer truncates it away in place before appending. Also here: the one
+name-sanitising rule for file names, and the one offline switch (Hugging Face's own).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 COMPLETE_STAMP = ".sapo-complete"  # written last into a published folder: without it the write was interrupted
@@ -83,6 +84,36 @@ def publish_folder(target: str | Path, write: Callable[[Path], None]) -> Path:
 def is_published(folder: str | Path) -> bool:
     """Whether ``publish_folder`` finished writing ``folder``."""
     return (Path(folder) / COMPLETE_STAMP).is_file()
+
+
+@contextlib.contextmanager
+def held_lock(target: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``target`` across processes (``fcntl.flock`` on ``.<name>.lock`` beside it),
+    waiting for a process that holds it. The kernel drops it when its holder dies, so a kill never leaves
+    it stuck; the lock file stays (removing it would let two processes lock two different files)."""
+    import fcntl
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def publish_folder_once(target: str | Path, write: Callable[[Path], None], *, done: Callable[[Path], bool]) -> Path:
+    """``publish_folder(target, write)`` unless ``done(target)``, by one process at a time: several processes
+    asking at once (``accelerate launch`` on a fresh cache) wait for the first, then find its folder whole,
+    instead of each replacing the folder under the others' readers."""
+    target = Path(target)
+    if done(target):
+        return target
+    with held_lock(target):
+        if not done(target):  # else a process we waited for wrote it
+            publish_folder(target, write)
+    return target
 
 
 # --------------------------------------------------------------------------- append-only JSONL

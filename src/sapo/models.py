@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from sapo.errors import ModelUnavailableError
-from sapo.files import file_sha256, is_published, publish_folder
+from sapo.files import file_sha256, is_published, publish_folder_once
 
 EMBEDDED = "embedded"
 TINY = "tiny"
@@ -58,11 +58,16 @@ def _is_complete(folder: Path) -> bool:
     return is_published(folder) and (folder / "config.json").is_file()
 
 
+def _never(folder: Path) -> bool:  # force=True: rebuild even a complete folder
+    return False
+
+
 def materialize_embedded_model(output_dir: str | Path | None = None, force: bool = False) -> Path:
     """Dequantize the embedded GGUF into a safetensors checkpoint (once) and return its folder.
 
     Loading with ``gguf_file=`` gives a model that refuses ``save_pretrained``, so we build a
     fresh model from its config and load the dequantized weights into it (all keys match).
+    Processes asking at once (every rank of a launch) build it once: the others wait, then reuse it.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -86,7 +91,7 @@ def materialize_embedded_model(output_dir: str | Path | None = None, force: bool
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
-    return publish_folder(target, write)
+    return publish_folder_once(target, write, done=_never if force else _is_complete)
 
 
 def build_tiny_model(output_dir: str | Path | None = None, seed: int = 0, force: bool = False) -> Path:
@@ -118,7 +123,7 @@ def build_tiny_model(output_dir: str | Path | None = None, seed: int = 0, force:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
-    return publish_folder(target, write)
+    return publish_folder_once(target, write, done=_never if force else _is_complete)
 
 
 # What from_pretrained reads from a hub repo (configs, safetensors weights, tokenizer files); "original/" holds
