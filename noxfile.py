@@ -51,6 +51,19 @@ def download_standin_wheels(session: nox.Session) -> str:
 
 
 @nox.session(python=PYTHON, default=False)
+def faults(session: nox.Session) -> None:
+    """Fault injection on real processes and a real 127.0.0.1 judge, every trial (the normal test run does the fast
+    ones): prints the table of faults, trials, survived, items lost and duplicated, and writes results/faults/."""
+    install_project(session)
+    tmp = session.create_tmp()
+    env = {"HF_HOME": f"{tmp}/hf_home", "SAPO_CACHE": f"{tmp}/sapo_cache", "HF_HUB_OFFLINE": "1",
+           "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "SAPO_FAULT_TRIALS": "3",
+           "SAPO_FAULTS_OUT": "results/faults"}  # fmt: skip
+    session.run("rm", "-rf", env["HF_HOME"], env["SAPO_CACHE"], external=True)
+    session.run("pytest", "-m", "faults", *session.posargs, env=env)
+
+
+@nox.session(python=PYTHON, default=False)
 def rehearsal(session: nox.Session) -> None:
     """Every paper recipe end to end on offline stand-ins, on CPU (~20 min): writes results/rehearsal/."""
     install_project(session, extras="dev,rehearsal")  # + DeepSpeed, for ZeRO-3 on its CPU accelerator

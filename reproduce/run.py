@@ -71,8 +71,8 @@ def recipe_hash(root: Path, plan: RunPlan) -> str:
 def train_step(plan: RunPlan, root: Path, launcher: list[str]) -> Step:
     overrides = override_flags(plan.overrides)
     run_dir = root / RUNS_ROOT / plan.run_id
-    if any(run_dir.glob("checkpoint-*")) or any(run_dir.glob("iteration-*")):
-        overrides += ["--resume_from_checkpoint", "true"]  # an interrupted run continues where it stopped
+    if run_dir.exists():  # an interrupted run continues from its newest complete checkpoint, else starts clean
+        overrides += ["--resume_from_checkpoint", "auto"]
     # Paths relative to the checkout (children run there): what results record names no machine's folders.
     argv = [*launcher, "train", str(plan.recipe), "--output_dir", str(RUNS_ROOT / plan.run_id), *overrides]
     return Step(f"train {plan.run_id}", argv)

@@ -55,3 +55,30 @@ def _smol_tokenizer(tiny_model_dir):
 def smol_tokenizer(_smol_tokenizer):
     """SmolLM2's tokenizer (ChatML with a default system prompt; pad == eos; adds no BOS)."""
     return copy.deepcopy(_smol_tokenizer)
+
+
+# --------------------------------------------------------------------------- the fault table (nox -s faults)
+
+_FAULT_TABLE = None
+
+
+@pytest.fixture(scope="session")
+def fault_table():
+    """The session's table of injected faults (tests/faults.py); written out when SAPO_FAULTS_OUT is set."""
+    global _FAULT_TABLE
+    if _FAULT_TABLE is None:
+        from faults import FaultTable
+
+        _FAULT_TABLE = FaultTable()
+    return _FAULT_TABLE
+
+
+def pytest_sessionfinish(session, exitstatus):
+    out = os.environ.get("SAPO_FAULTS_OUT")
+    if _FAULT_TABLE is not None and _FAULT_TABLE.rows:
+        print("\n\nFaults injected:\n" + _FAULT_TABLE.markdown())
+        if out:
+            from pathlib import Path
+
+            _FAULT_TABLE.write(Path(out))
+            print(f"written: {out}/faults.json, {out}/README.md")

@@ -103,6 +103,8 @@ def run_training(method: str, config) -> Path:
     model = load_causal_lm(config.model_name_or_path, dtype=weights_dtype(config.model_dtype))
     if config.chat_format:  # before the trainers copy it into the EMA and reference models
         fit_embeddings(model, tokenizer)
+    from sapo.train.trainer import SAPO_STATE
+
     if method == "sapo":
         from sapo.train.trainer import SAPOTrainer
 
@@ -114,7 +116,13 @@ def run_training(method: str, config) -> Path:
     from sapo.log import engine_name
 
     logger.info(f"engine: {engine_name(trainer.accelerator)}")
-    trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
+    from sapo.train.resume import TRAINER_STATE, resume_point
+
+    marker = SAPO_STATE if method == "sapo" else TRAINER_STATE
+    resume = resume_point(config.output_dir, config.resume_from_checkpoint, marker,
+                          main_process=trainer.accelerator.is_main_process)  # fmt: skip
+    trainer.accelerator.wait_for_everyone()  # incomplete checkpoints are gone before any rank trains
+    trainer.train(resume_from_checkpoint=resume)
     output = Path(config.output_dir)
     trainer.save_model(str(output))
     trainer.save_state()  # trainer_state.json: the logged losses and rewards, for reports
@@ -163,7 +171,8 @@ def add_train_command(sub) -> None:
         "orpo or spin. Any field can be overridden as --field value. Shared fields: model_name_or_path, "
         "chat_template, dataset_name, dataset_field, max_length, max_prompt_length, max_examples, output_dir, "
         "max_steps, num_train_epochs, per_device_train_batch_size, learning_rate, beta, seed, save_steps, "
-        "resume_from_checkpoint (a folder, or True for the newest complete checkpoint). SAPO: sapo_loss "
+        "resume_from_checkpoint (a folder; true: the newest complete checkpoint; auto: that, else from the start). "
+        "SAPO: sapo_loss "
         "(dpo|orpo), ema_decay, ema_update_steps, buffer_size, segment_max_new_tokens, top_k, top_p, temperature, "
         "ref_update (ema|policy|fixed), ref_update_steps, generator (ema|policy), segment, use_buffer. DPO/ORPO: "
         "rejected_field. SPIN: spin_iterations, spin_learning_rates, spin_betas, spin_max_new_tokens, "

@@ -41,6 +41,7 @@ from sapo.train.baselines import PairedDPOTrainer, paired_dpo_trainer
 from sapo.train.config import HarnessArguments
 from sapo.train.copies import gathered
 from sapo.train.data import ChatExample, TokenLayout
+from sapo.train.resume import AUTO, resume_point
 
 logger = get_logger(__name__)
 SPIN_REJECTED_FORMATS = ("retemplate", "raw")
@@ -262,8 +263,11 @@ def run_spin(config: SPINConfig, tokenizer, examples: list[ChatExample]) -> Path
                                    beta=config.spin_betas[t])  # fmt: skip
         trainer = _iteration_trainer(args, model, tokenizer, pairs)
         logger.info(f"SPIN iteration {t}: {len(pairs)} pairs; engine: {engine_name(trainer.accelerator)}")
-        resume = config.resume_from_checkpoint and _last_checkpoint(folder)
-        trainer.train(resume_from_checkpoint=resume or None)
+        # An iteration killed before its first complete checkpoint (or in generation) starts its training afresh.
+        resume = resume_point(folder, AUTO if config.resume_from_checkpoint else None,
+                              main_process=state.is_main_process)  # fmt: skip
+        state.wait_for_everyone()
+        trainer.train(resume_from_checkpoint=resume)
         trainer.save_model(str(folder))
         trainer.save_state()
         if state.is_main_process:
@@ -286,12 +290,6 @@ def run_spin(config: SPINConfig, tokenizer, examples: list[ChatExample]) -> Path
 def _iteration_trainer(args: SPINConfig, model, tokenizer, pairs: list[ChatExample]) -> SPINIterationTrainer:
     """DPO against the opponent, frozen as the reference (``model`` is the opponent too)."""
     return paired_dpo_trainer(args, model, tokenizer, pairs, trainer_cls=SPINIterationTrainer)
-
-
-def _last_checkpoint(folder: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
 
 
 def _publish_final(last: Path, output: Path, config: SPINConfig) -> None:
