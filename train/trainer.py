@@ -11,12 +11,12 @@ Per step (Yin et al. 2024, Alg. 1; reference code yinyueqin/SAPO):
 
 Overridden hooks only: ``_prepare_dataset`` (our pipeline tokenizes), ``compute_loss``,
 ``_save_checkpoint`` / ``_load_optimizer_and_scheduler`` (EMA, reference, buffer and generator
-RNG travel with every checkpoint). ``ModelCardMixin`` adds the model card to the final save.
+RNG travel with every checkpoint; rotation waits until a checkpoint is complete: ``checkpoints.py``).
+``ModelCardMixin`` adds the model card to the final save.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from pathlib import Path
@@ -30,8 +30,10 @@ from trl.models.utils import unwrap_model_for_generation
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from sapo.errors import CheckpointError
+from sapo.files import atomic_write_json
 from sapo.generation import sample_continuations, stop_token_ids
 from sapo.train.buffer import BufferEntry, ReplayBuffer, mean_age
+from sapo.train.checkpoints import SAPO_STATE, latest_complete_checkpoint, load_weights, rotate_checkpoints
 from sapo.train.config import SAPOConfig
 from sapo.train.copies import frozen_copy
 from sapo.train.ema import copy_weights_, ema_update_, paired_parameters
@@ -39,8 +41,6 @@ from sapo.train.health import StuckLossCallback, check_finite
 from sapo.train.losses import orpo_loss
 from sapo.train.model_card import ModelCardMixin
 from sapo.train.segment import segment_bounds, splice
-
-SAPO_STATE = "sapo_state.json"  # written last into a checkpoint: its presence marks the checkpoint complete
 
 
 class SapoRNG(NamedTuple):
@@ -297,9 +297,17 @@ class SAPOTrainer(ModelCardMixin, DPOTrainer):
     # ------------------------------------------------------------------ checkpoints
 
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
-        self._save_sapo_state(folder)
+        # HF rotates (save_total_limit) at the end of its save, before SAPO_STATE marks this checkpoint complete:
+        # a crash in between could leave no complete one. Rotate only once it is complete.
+        limit, self.args.save_total_limit = self.args.save_total_limit, None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        run_dir = Path(self._get_output_dir(trial=trial))
+        self._save_sapo_state(run_dir / f"checkpoint-{self.state.global_step}")
+        if self.args.should_save:
+            rotate_checkpoints(run_dir, limit, self.state.best_model_checkpoint)
 
     def _frozen_models(self) -> list[tuple[str, torch.nn.Module]]:
         """The models a checkpoint carries besides the policy, by folder name."""
@@ -323,7 +331,7 @@ class SAPOTrainer(ModelCardMixin, DPOTrainer):
         if self.accelerator.is_main_process:
             state = {"global_step": self.state.global_step, "ref_updates": self.sapo_callback.ref_update_log,
                      "num_processes": self.accelerator.num_processes}  # fmt: skip
-            (folder / SAPO_STATE).write_text(json.dumps(state, indent=1))
+            atomic_write_json(folder / SAPO_STATE, state)  # never half-written: its presence means complete
 
     def _check_resumable(self, folder: Path) -> dict:
         if not (folder / SAPO_STATE).is_file():
@@ -347,7 +355,7 @@ class SAPOTrainer(ModelCardMixin, DPOTrainer):
         folder = Path(checkpoint)
         state = self._check_resumable(folder)
         for name, model in self._frozen_models():
-            _load_weights(self.accelerator.unwrap_model(model), folder / name, self.is_deepspeed_enabled)
+            load_weights(self.accelerator.unwrap_model(model), folder / name, self.is_deepspeed_enabled)
         buffer_path, rng_path = self._per_process_files(folder)
         self.buffer = ReplayBuffer.load_jsonl(buffer_path, self.args.buffer_size)
         self.sapo_rng.load_state(torch.load(rng_path, weights_only=True), rng_path)
@@ -365,32 +373,6 @@ class SAPOTrainer(ModelCardMixin, DPOTrainer):
     @property
     def card_method(self) -> str:
         return f"SAPO-{self.args.sapo_loss.upper()}"
-
-
-def _load_weights(module: torch.nn.Module, folder: Path, deepspeed: bool = False) -> None:
-    """Load a safetensors checkpoint written by save_pretrained into an existing module, in place
-    (parameter storage is kept, so tensors paired for the EMA stay valid)."""
-    from safetensors.torch import load_file
-
-    gathered = contextlib.nullcontext()
-    if deepspeed and any(hasattr(p, "ds_tensor") for p in module.parameters()):  # ZeRO-3: load whole, on rank 0
-        import deepspeed as ds
-
-        gathered = ds.zero.GatheredParameters(list(module.parameters()), modifier_rank=0)
-    device = next(module.parameters()).device
-    with gathered:
-        missing, unexpected = module.load_state_dict(load_file(folder / "model.safetensors", device=str(device)),
-                                                     strict=False)  # fmt: skip
-    tied = {name for name in missing if module.get_output_embeddings() is not None and name.startswith("lm_head")}
-    if unexpected or set(missing) - tied:
-        raise ValueError(f"{folder}: weights do not match the model (missing {missing}, unexpected {unexpected})")
-
-
-def latest_complete_checkpoint(output_dir: str | Path) -> str | None:
-    """The newest checkpoint-N folder whose SAPO state was fully written, or None."""
-    folders = sorted(Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    complete = [f for f in folders if (f / SAPO_STATE).is_file()]
-    return str(complete[-1]) if complete else None
 
 
 def _pass_through(examples: list[dict]) -> dict:

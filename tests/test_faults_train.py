@@ -1,0 +1,90 @@
+"""Faults during a real (tiny) SAPO run: a crash between a checkpoint's save and its SAPO state under
+``save_total_limit`` must leave the newest complete checkpoint on disk, and a resume from it must finish the run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from sapo.train.checkpoints import SAPO_STATE, latest_complete_checkpoint, rotate_checkpoints
+from sapo.train.config import SAPOConfig
+from sapo.train.data import load_examples, to_dataset
+from sapo.train.trainer import SAPOTrainer
+
+
+class _Crash(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def dataset(tokenizer):
+    examples, _ = load_examples("embedded", tokenizer, max_length=256, max_prompt_length=192, limit=8)
+    return to_dataset(examples)
+
+
+def trainer_for(model_dir, tokenizer, dataset, output_dir, callbacks=None, **overrides) -> SAPOTrainer:
+    values = dict(output_dir=str(output_dir), per_device_train_batch_size=2, max_steps=3, segment_max_new_tokens=4,
+                  max_length=256, max_prompt_length=192, report_to="none", gradient_checkpointing=False,
+                  learning_rate=0.1, save_strategy="steps", save_steps=1, seed=0)  # fmt: skip
+    values.update(overrides)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    return SAPOTrainer(model=model, args=SAPOConfig(**values), train_dataset=dataset, processing_class=tokenizer,
+                       callbacks=callbacks)  # fmt: skip
+
+
+def checkpoints(out: Path) -> dict[str, bool]:
+    """checkpoint folder name -> complete."""
+    return {p.name: (p / SAPO_STATE).is_file() for p in sorted(out.glob("checkpoint-*"))}
+
+
+def resume_to_the_end(tiny_model_dir, tokenizer, dataset, out, **overrides) -> SAPOTrainer:
+    trainer = trainer_for(tiny_model_dir, tokenizer, dataset, out, **overrides)
+    trainer.train(resume_from_checkpoint=True)
+    assert trainer.state.global_step == trainer.args.max_steps
+    return trainer
+
+
+# --------------------------------------------------------------------------- rotation (save_total_limit)
+
+
+def test_rotation_keeps_the_last_complete_checkpoint_through_a_crash(tiny_model_dir, tokenizer, dataset, tmp_path):
+    # HF rotates inside its save, before the SAPO state marks the new checkpoint complete. A crash between the
+    # two (here: the second SAPO-state write) must leave checkpoint-1, the last complete one, in place.
+    out = tmp_path / "run"
+    trainer = trainer_for(tiny_model_dir, tokenizer, dataset, out, save_total_limit=1)
+    real_save, calls = trainer._save_sapo_state, []
+
+    def crash_on_the_second(folder):
+        calls.append(folder)
+        if len(calls) == 2:
+            raise _Crash
+        real_save(folder)
+
+    trainer._save_sapo_state = crash_on_the_second
+    with pytest.raises(_Crash):
+        trainer.train()
+    assert checkpoints(out) == {"checkpoint-1": True, "checkpoint-2": False}
+    assert latest_complete_checkpoint(out) == str(out / "checkpoint-1")
+
+    resumed = resume_to_the_end(tiny_model_dir, tokenizer, dataset, out, save_total_limit=1)
+    assert resumed.state.global_step == 3
+    assert checkpoints(out) == {"checkpoint-3": True}  # rotation still keeps one, once it is complete
+
+
+def test_rotation_never_deletes_the_newest_complete_checkpoint(tmp_path):
+    for step, complete in [(1, True), (2, True), (3, False), (4, False)]:
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if complete:
+            (tmp_path / f"checkpoint-{step}" / SAPO_STATE).write_text("{}")
+    deleted = rotate_checkpoints(tmp_path, 2)
+    assert [p.name for p in deleted] == ["checkpoint-1", "checkpoint-3"]
+    assert checkpoints(tmp_path) == {"checkpoint-2": True, "checkpoint-4": False}
+    assert rotate_checkpoints(tmp_path, None) == [] and rotate_checkpoints(tmp_path, 0) == []
