@@ -14,7 +14,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from sapo.argtypes import non_negative_float, non_negative_int, positive_int
+from sapo.argtypes import non_negative_int, positive_int
 from sapo.errors import RecipeError
 from sapo.evaluate.calibration import DEFAULT_PAIRS, MIN_PAIRS, load_pairs
 from sapo.files import safe_name
@@ -133,7 +133,7 @@ def open_judge(args, stack: ExitStack, output: Path):
                                         "max_tokens_cap": args.local_judge_max_tokens})  # fmt: skip
     else:
         settings = JudgeSettings.from_env(args.judge_model, args.judge_base_url, args.judge_api_key_env,
-                                          max_retries=args.judge_max_retries, backoff_seconds=args.judge_backoff)  # fmt: skip
+                                          max_retries=args.judge_max_retries)  # fmt: skip
         if settings is None:
             return None
     return Judge(settings, Path(args.judge_cache) if args.judge_cache else output / "judge_cache.jsonl")
@@ -197,7 +197,8 @@ def evaluate(args: argparse.Namespace) -> int:
             path = write_results(output, model=model_info, run=run_info, judge=judge_info, benchmarks={name: entry},
                                  packages=packages)  # fmt: skip
         if judge is not None:
-            logger.info(f"judge: {judge.api_calls} requests sent, {len(judge.cache)} judgments cached")
+            logger.info(f"judge: {judge.requests} requests sent in {judge.api_calls} HTTP attempts (retries "
+                        f"included), {len(judge.cache)} judgments cached")  # fmt: skip
     print(f"results: {path}")
     print(format_summary(path))
     return 0 if ran else 2
@@ -304,11 +305,9 @@ def add_eval_command(sub) -> None:
     judge.add_argument("--judge-model", help="judge model name (or $SAPO_JUDGE_MODEL); paper: gpt-4")
     judge.add_argument("--judge-base-url", help="OpenAI-compatible base URL (or $SAPO_JUDGE_BASE_URL)")
     judge.add_argument("--judge-api-key-env", help="name of the variable holding the key (default OPENAI_API_KEY)")
-    judge.add_argument(
-        "--judge-max-retries", type=non_negative_int, default=6, help="retries on 429/5xx/timeouts (default 6)"
-    )
-    judge.add_argument("--judge-backoff", type=non_negative_float, default=1.0,
-                       help="first retry wait in seconds, doubled each retry (default 1)")  # fmt: skip
+    judge.add_argument("--judge-max-retries", type=non_negative_int, default=6,
+                       help="retries of one request on 429/5xx/timeouts, by the openai client: waits 0.5 s doubling "
+                       "to 8 s with jitter, or the server's Retry-After (default 6)")  # fmt: skip
     judge.add_argument("--judge-cache", metavar="FILE",
                        help="judgment cache (default OUTPUT/judge_cache.jsonl); one file shared by several runs asks "
                        "the judge each calibration pair once")  # fmt: skip

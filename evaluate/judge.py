@@ -7,7 +7,8 @@ logged, cached or written to results.
 
 Every reply is appended to a JSONL cache as it arrives, keyed by judge model + messages +
 decoding parameters, so a killed run loses nothing and a rerun asks only what is missing.
-429s, 5xx and timeouts are retried with exponential backoff; other errors stop the run.
+429s, 5xx, timeouts and dropped connections are retried by the openai client itself (exponential
+backoff from 0.5 s with jitter, or the server's ``Retry-After``); other errors stop the run.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sapo.errors import JudgeError
-from sapo.files import append_rows, drop_partial_last_line, read_complete_rows
+from sapo.files import append_rows, read_complete_rows
 
 # Environment variables read when no flag is given.
 ENV_BASE_URL = "SAPO_JUDGE_BASE_URL"  # falls back to OPENAI_BASE_URL
@@ -45,16 +46,15 @@ class JudgeSettings:
     base_url: str | None = None
     api_key_env: str = DEFAULT_KEY_ENV
     label: str | None = None  # how results name the judge, e.g. "local-judge:SmolLM2-135M-Instruct"
-    timeout: float = 120.0
-    max_retries: int = 6
-    backoff_seconds: float = 1.0
+    timeout: float = 120.0  # seconds per HTTP attempt
+    max_retries: int = 6  # HTTP attempts after the first, for one request (the openai client's own retries)
     extra: dict = field(default_factory=dict)  # recorded with results (e.g. the local judge's model path)
 
     @classmethod
     def from_env(cls, model: str | None = None, base_url: str | None = None, api_key_env: str | None = None,
                  **options):  # fmt: skip
         """Settings from flags, then the environment; None when no judge model is given anywhere.
-        ``options``: other fields (timeout, max_retries, backoff_seconds)."""
+        ``options``: other fields (timeout, max_retries)."""
         model = model or os.environ.get(ENV_MODEL)
         if not model:
             return None
@@ -99,14 +99,20 @@ def request_key(judge: dict | str, messages: list[dict], params: dict) -> str:
 
 
 class JudgmentCache:
-    """Append-only JSONL of judge replies; safe to share between threads of one process."""
+    """Append-only JSONL of judge replies; safe to share between threads of one process, and between processes
+    (``--judge-cache`` shared by several runs): rows are only ever appended, whole, and made durable before
+    ``put`` returns, so a kill loses at most the row being written. A line cut short by a kill is skipped by
+    readers and left in place: rewriting the file to drop it could lose rows another process is appending."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._entries = {entry["key"]: entry for entry in read_complete_rows(self.path)}
-        drop_partial_last_line(self.path)  # the last line of a killed run
+        self._entries = {
+            entry["key"]: entry
+            for entry in read_complete_rows(self.path)
+            if isinstance(entry, dict) and "key" in entry
+        }
 
     def get(self, key: str) -> dict | None:
         return self._entries.get(key)
@@ -114,31 +120,65 @@ class JudgmentCache:
     def put(self, entry: dict) -> None:
         with self._lock:
             self._entries[entry["key"]] = entry
+            cut = _ends_mid_line(self.path)  # a killed writer's last line: ours starts on a line of its own
             with self.path.open("a", encoding="utf-8") as handle:
+                if cut:
+                    handle.write("\n")
                 append_rows(handle, [entry])
 
     def __len__(self) -> int:
         return len(self._entries)
 
 
+def _ends_mid_line(path: Path) -> bool:
+    """Whether the file's last byte is not a newline (an empty or absent file is not)."""
+    try:
+        with path.open("rb") as handle:
+            if handle.seek(0, os.SEEK_END) == 0:
+                return False
+            handle.seek(-1, os.SEEK_END)
+            return handle.read(1) != b"\n"
+    except FileNotFoundError:
+        return False
+
+
 class Judge:
-    """Chat completions from the configured judge, through the cache."""
+    """Chat completions from the configured judge, through the cache.
+
+    Counts: ``requests``, the requests asked of the judge (cache misses); ``api_calls``, the HTTP attempts
+    sent for them, retries included (what the judge's operator sees, and bills)."""
 
     def __init__(self, settings: JudgeSettings, cache_path: Path):
         self.settings = settings
         self.cache = JudgmentCache(cache_path)
-        self.api_calls = 0  # requests actually sent (retries included): what a rerun must not repeat
+        self.requests = 0
+        self.api_calls = 0
         self._count_lock = threading.Lock()  # benchmarks call from several threads
+        self._tries = threading.local()  # HTTP attempts of the request this thread is sending
         self._client = None
 
     def _openai(self):
         if self._client is None:
+            from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
             import openai
 
             key = os.environ.get(self.settings.api_key_env) or "no-key"  # local servers need none
-            self._client = openai.OpenAI(base_url=self.settings.base_url, api_key=key,
-                                         timeout=self.settings.timeout, max_retries=0)  # fmt: skip
+            base_url, query = self.settings.base_url, None
+            if base_url and urlsplit(base_url).query:  # the client would glue the path after it: send it apart
+                parts = urlsplit(base_url)
+                base_url, query = urlunsplit(parts._replace(query="")), dict(parse_qsl(parts.query))
+            # The openai client retries (honouring Retry-After, with jitter); the hook counts each HTTP attempt.
+            http_client = openai.DefaultHttpxClient(event_hooks={"request": [self._count_attempt]})
+            self._client = openai.OpenAI(base_url=base_url, api_key=key, default_query=query,
+                                         timeout=self.settings.timeout, max_retries=self.settings.max_retries,
+                                         http_client=http_client)  # fmt: skip
         return self._client
+
+    def _count_attempt(self, request) -> None:
+        self._tries.count = getattr(self._tries, "count", 0) + 1
+        with self._count_lock:
+            self.api_calls += 1
 
     def chat(self, messages: list[dict], *, temperature: float = 0.0, max_tokens: int = 2048,
              top_logprobs: int | None = None, repeat: int = 0) -> JudgeReply:  # fmt: skip
@@ -150,6 +190,8 @@ class Judge:
         hit = self.cache.get(key)
         if hit is not None:
             return JudgeReply(hit["content"], hit.get("logprobs"), cached=True)
+        with self._count_lock:
+            self.requests += 1
         response = self._send(messages, params)
         choice = response.choices[0]
         logprobs = None
@@ -167,17 +209,30 @@ class Judge:
                   "max_tokens": params["max_tokens"]}  # fmt: skip
         if params["top_logprobs"]:
             kwargs.update(logprobs=True, top_logprobs=params["top_logprobs"])
-        retryable = (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError,
-                     openai.InternalServerError)  # fmt: skip
-        for attempt in range(self.settings.max_retries + 1):
-            with self._count_lock:
-                self.api_calls += 1
-            try:
-                return self._openai().chat.completions.create(**kwargs)
-            except retryable as err:
-                if attempt == self.settings.max_retries:
-                    raise JudgeError(f"judge {self.settings.name}: gave up after {attempt + 1} tries ({err})") from err
-                time.sleep(self.settings.backoff_seconds * 2**attempt)
-            except openai.APIStatusError as err:  # 4xx other than 429: a wrong model name, a bad key...
-                raise JudgeError(f"judge {self.settings.name}: HTTP {err.status_code}: {err.message}") from err
-        raise AssertionError("unreachable")
+        self._tries.count = 0
+        try:
+            return self._openai().chat.completions.create(**kwargs)
+        except openai.APIStatusError as err:  # 4xx: a wrong model name, a bad key...; or 429/5xx to the last try
+            why = f"HTTP {err.status_code}: {_server_message(err)}"
+            if _retried(err.status_code):
+                raise self._gave_up(why) from err
+            raise JudgeError(f"judge {self.settings.name}: {why}") from err
+        except openai.APIConnectionError as err:  # timeouts included
+            raise self._gave_up(f"{type(err).__name__}: {err}") from err
+
+    def _gave_up(self, why: str) -> JudgeError:
+        tries = self._tries.count
+        return JudgeError(f"judge {self.settings.name}: gave up after {tries} {'try' if tries == 1 else 'tries'} "
+                          f"({why})")  # fmt: skip
+
+
+def _retried(status: int) -> bool:
+    """The statuses the openai client retries (``_should_retry``, unless the server says otherwise)."""
+    return status in (408, 409, 429) or status >= 500
+
+
+def _server_message(err) -> str:
+    """The server's own words (OpenAI's ``{"error": {"message"}}``), else what the client made of the reply."""
+    body = err.body.get("error", err.body) if isinstance(err.body, dict) else None
+    message = body.get("message") if isinstance(body, dict) else None
+    return message if isinstance(message, str) and message else err.message

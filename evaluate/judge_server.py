@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 # A responder turns (messages, params) into (text, logprobs or None); logprobs in OpenAI's
 # choices[0].logprobs.content format: [{"token", "logprob", "bytes", "top_logprobs": [...]}].
@@ -26,15 +27,20 @@ Responder = Callable[[list[dict], dict], tuple[str, list | None]]
 
 
 class ServerError(Exception):
-    """Raised by a responder to answer with an HTTP error (tests script 429s and 500s with it)."""
+    """Raised by a responder to answer with an HTTP error (tests script 429s and 500s with it); ``headers`` go
+    with the answer (``Retry-After``)."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status = status
+        self.status, self.headers = status, headers or {}
 
 
 class JudgeServer:
-    """``with JudgeServer(responder, model_name) as server: server.base_url``: serves until closed."""
+    """``with JudgeServer(responder, model_name) as server: server.base_url``: serves until closed.
+
+    Every failure is answered with a JSON error in OpenAI's shape, never a dropped connection: the
+    client retries a dropped connection as a network fault, so a bad request would be sent again and
+    again until it gave up, with no word of what was wrong."""
 
     def __init__(self, responder: Responder, model_name: str, host: str = "127.0.0.1", port: int = 0):
         self.responder, self.model_name = responder, model_name
@@ -47,34 +53,54 @@ class JudgeServer:
             def log_message(self, *args):  # keep the terminal for progress bars
                 pass
 
-            def _send(self, status: int, body: dict) -> None:
+            def _send(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
+                for name, value in {"Content-Type": "application/json", "Content-Length": str(len(data)),
+                                    **(headers or {})}.items():  # fmt: skip
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 
+            def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+                """The standard library's own refusals (an unknown method, a bad request line) in JSON too."""
+                self.close_connection = True
+                self._send(code, error_body(code, message or self.responses.get(code, ("error",))[0]),
+                           {"Connection": "close"})  # fmt: skip
+
+            def _route(self) -> str:
+                return urlsplit(self.path).path.rstrip("/")  # a base URL's query string is not part of the route
+
             def do_GET(self):
-                if self.path.rstrip("/").endswith("/models"):
+                if self._route().endswith("/models"):
                     self._send(200, {"object": "list", "data": [{"id": server.model_name, "object": "model"}]})
                 else:
-                    self._send(404, {"error": {"message": f"no route {self.path}"}})
+                    self._send(404, error_body(404, f"no route GET {self._route()}"))
 
             def do_POST(self):
-                if not self.path.rstrip("/").endswith("/chat/completions"):
-                    self._send(404, {"error": {"message": f"no route {self.path}"}})
-                    return
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                status, body, headers = self._answer()
+                try:
+                    self._send(status, body, headers)
+                except OSError:  # the client hung up: nobody is left to answer
+                    self.close_connection = True
+
+            def _answer(self) -> tuple[int, dict, dict | None]:
+                if not self._route().endswith("/chat/completions"):
+                    return 404, error_body(404, f"no route POST {self._route()}"), None
+                try:
+                    params = read_request(self.headers.get("Content-Length"), self.rfile)
+                except ValueError as err:
+                    return 400, error_body(400, str(err)), None
                 with lock:
                     server.requests += 1
                     server.last_authorization = self.headers.get("Authorization")
                     try:
-                        text, logprobs = server.responder(body.get("messages", []), body)
+                        text, logprobs = server.responder(params["messages"], params)
                     except ServerError as err:
-                        self._send(err.status, {"error": {"message": str(err), "code": err.status}})
-                        return
-                self._send(200, completion_body(server.model_name, text, logprobs))
+                        return err.status, error_body(err.status, str(err)), err.headers
+                    except Exception as err:  # a fault in generation: say so, as a 500 with the cause
+                        return 500, error_body(500, f"{type(err).__name__}: {err}"), None
+                return 200, completion_body(server.model_name, text, logprobs), None
 
         self._httpd = ThreadingHTTPServer((host, port), Handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -94,6 +120,43 @@ class JudgeServer:
     def close(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+def error_body(status: int, message: str) -> dict:
+    """OpenAI's error shape: the openai client reads ``error.message`` into the exception it raises."""
+    kind = {400: "invalid_request_error", 404: "not_found_error", 429: "rate_limit_error"}.get(status)
+    return {"error": {"message": message, "type": kind or ("server_error" if status >= 500 else "error"),
+                      "param": None, "code": status}}  # fmt: skip
+
+
+def read_request(content_length: str | None, stream) -> dict:
+    """The JSON body of a chat completion request, checked as far as a responder relies on it; ValueError
+    saying what is wrong otherwise (answered with a 400)."""
+    try:
+        size = int(content_length or 0)
+    except ValueError:
+        raise ValueError(f"Content-Length {content_length!r} is not a number") from None
+    if size <= 0:
+        raise ValueError("the request has no body: expected a JSON object with 'messages'")
+    try:
+        body = json.loads(stream.read(size))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"the request body is not valid JSON ({err})") from None
+    if not isinstance(body, dict):
+        raise ValueError(f"the request body is a JSON {type(body).__name__}, not an object")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("'messages' is missing or not a non-empty list")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str) or not isinstance(
+                message.get("content"), str):  # fmt: skip
+            raise ValueError(f"messages[{i}]: expected an object with a string 'role' and a string 'content'")
+    for name, low, high in (("max_tokens", 1, None), ("max_completion_tokens", 1, None), ("top_logprobs", 0, 20)):
+        value = body.get(name)
+        if value is not None and (type(value) is not int or value < low or (high is not None and value > high)):
+            raise ValueError(f"'{name}': expected an integer from {low}{f' to {high}' if high else ' up'}, "
+                             f"got {value!r}")  # fmt: skip
+    return body
 
 
 def completion_body(model: str, text: str, logprobs: list | None) -> dict:

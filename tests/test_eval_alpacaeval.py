@@ -69,7 +69,7 @@ def loaded(tiny_model_dir):
 
 
 def _judge(server: JudgeServer, cache: Path) -> Judge:
-    return Judge(JudgeSettings(model="scripted-judge", base_url=server.base_url, backoff_seconds=0.01), cache)
+    return Judge(JudgeSettings(model="scripted-judge", base_url=server.base_url), cache)
 
 
 def _run(loaded, judge, out: Path, **kwargs) -> dict:

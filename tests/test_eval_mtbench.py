@@ -66,7 +66,7 @@ def expected_metrics(judgments):
 
 def test_mtbench_end_to_end_with_a_flaky_judge(tiny_model_dir, tmp_path):
     with JudgeServer(scripted(fail_first=3), "scripted") as server:
-        assert run_eval(tiny_model_dir, tmp_path, server, "--judge-backoff", "0.01") == 0
+        assert run_eval(tiny_model_dir, tmp_path, server) == 0
         assert server.requests == 12 + 3  # 6 questions x 2 turns, plus the three failures retried
     results = json.loads((tmp_path / "results.json").read_text())
     entry = results["benchmarks"]["mtbench"]
