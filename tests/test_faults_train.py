@@ -1,17 +1,20 @@
 """Faults during a real (tiny) SAPO run: a crash between a checkpoint's save and its SAPO state under
-``save_total_limit`` must leave the newest complete checkpoint on disk, and a resume from it must finish the run."""
+``save_total_limit``, a NaN loss and non-finite weights. Each must leave the newest complete checkpoint on disk,
+none holding the bad step, and a resume from it must finish the run."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from sapo.train.checkpoints import SAPO_STATE, latest_complete_checkpoint, rotate_checkpoints
 from sapo.train.config import SAPOConfig
 from sapo.train.data import load_examples, to_dataset
+from sapo.train.health import first_non_finite
 from sapo.train.trainer import SAPOTrainer
 
 
@@ -88,3 +91,62 @@ def test_rotation_never_deletes_the_newest_complete_checkpoint(tmp_path):
     assert [p.name for p in deleted] == ["checkpoint-1", "checkpoint-3"]
     assert checkpoints(tmp_path) == {"checkpoint-2": True, "checkpoint-4": False}
     assert rotate_checkpoints(tmp_path, None) == [] and rotate_checkpoints(tmp_path, 0) == []
+
+
+# --------------------------------------------------------------------------- non-finite loss and weights
+
+
+def test_a_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tiny_model_dir, tokenizer, dataset, tmp_path):
+    out = tmp_path / "run"
+    trainer = trainer_for(tiny_model_dir, tokenizer, dataset, out, max_steps=4)
+
+    def nan_at_step_3(module, inputs, output):  # on the policy only: generation (the EMA) stays sane
+        if trainer.state.global_step == 2 and module.training:
+            return output * float("nan")
+        return output
+
+    trainer.model.model.norm.register_forward_hook(nan_at_step_3)
+    with pytest.raises(FloatingPointError, match=r"step 3: non-finite loss"):
+        trainer.train()
+    assert checkpoints(out) == {"checkpoint-1": True, "checkpoint-2": True}  # nothing saved after the NaN
+    assert json.loads((out / "nonfinite_batch.json").read_text())["step"] == 3
+    assert first_non_finite(AutoModelForCausalLM.from_pretrained(out / "checkpoint-2")) is None
+
+    resume_to_the_end(tiny_model_dir, tokenizer, dataset, out, max_steps=4)
+    assert checkpoints(out) == {f"checkpoint-{k}": True for k in (1, 2, 3, 4)}
+
+
+class _PoisonAfterStep(TrainerCallback):
+    """An optimizer step that leaves a NaN weight (as an inf gradient or a huge learning rate would)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+        if state.global_step + 1 == self.step:
+            with torch.no_grad():
+                model.model.layers[0].mlp.up_proj.weight[0, 0] = float("nan")
+
+
+def test_non_finite_weights_stop_before_the_step_is_saved(tiny_model_dir, tokenizer, dataset, tmp_path):
+    out = tmp_path / "run"
+    trainer = trainer_for(tiny_model_dir, tokenizer, dataset, out, callbacks=[_PoisonAfterStep(2)])
+    with pytest.raises(
+        FloatingPointError, match=r"step 2: the optimizer step left non-finite weights \(model\.layers"
+    ):
+        trainer.train()
+    assert checkpoints(out) == {"checkpoint-1": True}  # step 2 was never saved
+    assert first_non_finite(trainer.ema_model) is None  # nor copied into the generator
+    resume_to_the_end(tiny_model_dir, tokenizer, dataset, out)
+    assert checkpoints(out) == {f"checkpoint-{k}": True for k in (1, 2, 3)}
+
+
+def test_first_non_finite_names_the_parameter():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    assert first_non_finite(model) is None
+    with torch.no_grad():
+        model[1].bias[1] = float("-inf")
+    assert first_non_finite(model) == "1.bias"
+    with torch.no_grad():
+        model[0].weight[0, 1] = float("nan")
+    assert first_non_finite(model) == "0.weight"

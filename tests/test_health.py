@@ -41,10 +41,10 @@ def test_learning_resets_the_count():
 
 def test_nonfinite_loss_stops_and_saves_the_batch(tmp_path, smol_tokenizer):
     pairs = [{"prompt_ids": [1, 2], "chosen_ids": [3, 4], "rejected_ids": [5]}]
-    check_finite(torch.tensor(0.5), pairs, smol_tokenizer, tmp_path)  # finite: nothing happens
+    check_finite(torch.tensor(0.5), pairs, smol_tokenizer, tmp_path, step=3)  # finite: nothing happens
     assert not (tmp_path / "nonfinite_batch.json").exists()
-    with pytest.raises(FloatingPointError, match="nonfinite_batch.json"):
-        check_finite(torch.tensor(float("nan")), pairs, smol_tokenizer, tmp_path)
+    with pytest.raises(FloatingPointError, match="step 3: non-finite loss.*nonfinite_batch.json"):
+        check_finite(torch.tensor(float("nan")), pairs, smol_tokenizer, tmp_path, step=3)
     saved = json.loads((tmp_path / "nonfinite_batch.json").read_text())
     assert saved["pairs"][0]["chosen_ids"] == [3, 4]
     assert saved["pairs"][0]["chosen_ids_text"] == smol_tokenizer.decode([3, 4])
@@ -67,6 +67,6 @@ def test_sapo_trainer_stops_on_a_nan_loss(tiny_model_dir, tmp_path):
     trainer = SAPOTrainer(model=model, args=config, train_dataset=to_dataset(examples), processing_class=tokenizer)
     with torch.no_grad():
         trainer.model.model.norm.weight.fill_(float("nan"))  # after the EMA copy: generation stays sane
-    with pytest.raises(FloatingPointError):
+    with pytest.raises(FloatingPointError, match="step 1: non-finite loss"):
         trainer.train()
     assert json.loads((tmp_path / "nonfinite_batch.json").read_text())["pairs"]

@@ -12,6 +12,7 @@ Per step (Yin et al. 2024, Alg. 1; reference code yinyueqin/SAPO):
 Overridden hooks only: ``_prepare_dataset`` (our pipeline tokenizes), ``compute_loss``,
 ``_save_checkpoint`` / ``_load_optimizer_and_scheduler`` (EMA, reference, buffer and generator
 RNG travel with every checkpoint; rotation waits until a checkpoint is complete: ``checkpoints.py``).
+A non-finite loss or weights stop the run before the step is saved (``health.py``).
 ``ModelCardMixin`` adds the model card to the final save.
 """
 
@@ -37,7 +38,7 @@ from sapo.train.checkpoints import SAPO_STATE, latest_complete_checkpoint, load_
 from sapo.train.config import SAPOConfig
 from sapo.train.copies import frozen_copy
 from sapo.train.ema import copy_weights_, ema_update_, paired_parameters
-from sapo.train.health import StuckLossCallback, check_finite
+from sapo.train.health import FiniteWeightsCallback, StuckLossCallback, check_finite
 from sapo.train.losses import orpo_loss
 from sapo.train.model_card import ModelCardMixin
 from sapo.train.segment import segment_bounds, splice
@@ -144,6 +145,7 @@ class SAPOTrainer(ModelCardMixin, DPOTrainer):
         self.buffer = ReplayBuffer(args.buffer_size)
         self.sapo_rng = SapoRNG.seeded(args.seed + self.accelerator.process_index, self.accelerator.device)
         self._collate_pairs = DataCollatorForPreference(pad_token_id=self._stop_ids()[1])
+        self.add_callback(FiniteWeightsCallback())  # before SAPOCallback: a bad step must not reach the EMA
         self.sapo_callback = SAPOCallback(self)
         self.add_callback(self.sapo_callback)
         self.add_callback(StuckLossCallback())
@@ -258,7 +260,8 @@ class SAPOTrainer(ModelCardMixin, DPOTrainer):
             result = self._orpo_compute_loss(model, batch, return_outputs)
         else:
             result = super().compute_loss(model, batch, return_outputs=return_outputs)
-        check_finite(result[0] if return_outputs else result, pairs, self.processing_class, self.args.output_dir)
+        step = self.state.global_step + (1 if training else 0)  # the optimizer step this loss is for
+        check_finite(result[0] if return_outputs else result, pairs, self.processing_class, self.args.output_dir, step)
         return result
 
     def _orpo_compute_loss(self, model, batch, return_outputs):
