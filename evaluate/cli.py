@@ -177,7 +177,8 @@ def evaluate(args: argparse.Namespace) -> int:
         model_info = model_provenance(run.model, path, load_tokenizer(path), run.dtype)
     run_info = {"suite": suite, "data": run.data, "limit": run.limit, "seed": run.seed, "device": run.device,
                 "dtype": run.dtype, "batch_size": run.batch_size, "max_new_tokens": run.max_new_tokens or "each benchmark's",
-                "chat_template": run.chat_template or "the tokenizer's own", "command": _public_command()}  # fmt: skip
+                "chat_template": run.chat_template or "the tokenizer's own",
+                "command": _public_command(sys.argv, args.judge_base_url)}  # fmt: skip
     ran = 0
     packages = package_versions()  # once per command: every entry and the file record the same versions
     with ExitStack() as stack:
@@ -216,17 +217,14 @@ def show_prompts(args: argparse.Namespace) -> int:
     return 0
 
 
-def _public_command() -> str:
-    """The command line, with a judge URL's credentials left out."""
+def _public_command(argv: list[str], judge_base_url: str | None) -> str:
+    """The command line, with the judge URL's credentials left out. The URL is found by the value argparse
+    parsed, not by the flag's spelling: ``--judge-base-url=URL`` and abbreviations (``--judge-base URL``) too."""
     from sapo.evaluate.judge import public_url
 
-    argv = list(sys.argv)
-    for i, arg in enumerate(argv):
-        if arg == "--judge-base-url" and i + 1 < len(argv):
-            argv[i + 1] = public_url(argv[i + 1])
-        elif arg.startswith("--judge-base-url="):
-            argv[i] = "--judge-base-url=" + public_url(arg.split("=", 1)[1])
-    return " ".join(argv)
+    if not judge_base_url:
+        return " ".join(argv)
+    return " ".join(arg.replace(judge_base_url, public_url(judge_base_url)) for arg in argv)
 
 
 def _load(run: EvalRun):
