@@ -46,7 +46,7 @@ from unittest import mock
 from sapo.errors import DataError, RecipeError
 from sapo.evaluate.items import alpacaeval_items, bootstrap_all, write_items
 from sapo.evaluate.uncertainty import judge_spread, normal_interval
-from sapo.files import atomic_write_json, hub_offline
+from sapo.files import atomic_write_json, atomic_write_text, hub_offline
 from sapo.log import get_logger
 
 logger = get_logger(__name__)
@@ -170,11 +170,23 @@ def _write_outputs(path: Path, generator: str, rows: list[dict], done: dict, mad
 
 
 def _reuse_outputs(path: Path, made_with: dict) -> dict[str, str]:
-    """instruction -> output from an earlier run of this folder, if made the same way (else nothing)."""
+    """instruction -> output from an earlier run of this folder, if made the same way (else nothing).
+
+    Anything else is generated again: the files of another setting, and a file that does not parse (our writes
+    are atomic, but a copy or a full disk can still cut one). The outputs file is written before its
+    ``.meta.json``, so a stale meta is removed first: a kill between the two must not pair new outputs with the
+    old settings."""
     meta = path.with_suffix(".meta.json")
-    if not path.is_file() or not meta.is_file() or json.loads(meta.read_text()) != made_with:
-        return {}
-    return {row["instruction"]: row["output"] for row in json.loads(path.read_text(encoding="utf-8"))}
+    try:
+        if json.loads(meta.read_text(encoding="utf-8")) == made_with:
+            return {row["instruction"]: row["output"] for row in json.loads(path.read_text(encoding="utf-8"))}
+    except FileNotFoundError:
+        pass
+    except (ValueError, TypeError, KeyError) as err:  # ValueError: bad JSON or UTF-8; the others: a wrong shape
+        logger.warning(f"AlpacaEval: {path} or its .meta.json does not read back ({err}); generating the outputs "
+                       "again")  # fmt: skip
+    meta.unlink(missing_ok=True)
+    return {}
 
 
 # --------------------------------------------------------------------------- judging
@@ -221,8 +233,7 @@ def write_annotator_config(annotator: str, judge, folder: Path) -> Path:
         if template.is_file():
             config["prompt_template"] = str(template.resolve())
     target = folder / "annotator" / source.parent.name / "configs.yaml"  # the folder name is the annotator's name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(yaml.safe_dump(configs, sort_keys=False))
+    atomic_write_text(target, yaml.safe_dump(configs, sort_keys=False))
     return target.resolve()  # alpaca_eval reads a relative config path against its own evaluators_configs/
 
 

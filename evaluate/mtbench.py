@@ -33,6 +33,9 @@ from sapo.errors import DataError
 from sapo.evaluate.items import bootstrap_all, mtbench_items, write_items
 from sapo.evaluate.uncertainty import judge_spread
 from sapo.files import atomic_write_json, read_jsonl, safe_name, write_jsonl
+from sapo.log import get_logger
+
+logger = get_logger(__name__)
 
 # FastChat llm_judge/common.py: categories judged against a reference answer, sampling temperatures.
 NEED_REF_CATS = ("math", "reasoning", "coding", "arena-hard-200")
@@ -247,11 +250,21 @@ def run_mtbench(loaded, judge, output_dir: Path, *, data: str = "auto", limit: i
 
 
 def _reuse_answers(path: Path, questions: list[dict], made_with: dict) -> list[dict] | None:
-    """Answers of an earlier run of this output folder, if made the same way for exactly these questions."""
+    """Answers of an earlier run of this output folder, if made the same way for exactly these questions.
+
+    Anything else is answered again, a file that does not parse included (our writes are atomic, but a copy or
+    a full disk can still cut one). The answers are written before their ``.meta.json``, so a stale meta is
+    removed first: a kill between the two must not pair new answers with the old settings."""
     meta = path.with_suffix(".meta.json")
-    if not path.is_file() or not meta.is_file() or json.loads(meta.read_text()) != made_with:
-        return None
-    rows = read_jsonl(path)
-    if [r["question_id"] for r in rows] != [q["question_id"] for q in questions]:
-        return None
-    return rows
+    try:
+        if json.loads(meta.read_text(encoding="utf-8")) == made_with:
+            rows = read_jsonl(path)
+            if [r["question_id"] for r in rows] == [q["question_id"] for q in questions]:
+                return rows
+            return None  # other questions (--limit), same settings: the meta still holds
+    except FileNotFoundError:
+        pass
+    except (ValueError, TypeError, KeyError) as err:  # ValueError: bad JSON or UTF-8; the others: a wrong shape
+        logger.warning(f"MT-Bench: {path} or its .meta.json does not read back ({err}); answering again")
+    meta.unlink(missing_ok=True)
+    return None

@@ -75,7 +75,8 @@ def _judge(server: JudgeServer, cache: Path) -> Judge:
 def _run(loaded, judge, out: Path, **kwargs) -> dict:
     from sapo.evaluate.alpacaeval import run_alpacaeval
 
-    return run_alpacaeval(loaded, judge, out, data="fixtures", max_new_tokens=8, fingerprint="tiny", **kwargs)
+    return run_alpacaeval(loaded, judge, out, **{"data": "fixtures", "max_new_tokens": 8, "fingerprint": "tiny",
+                                                 **kwargs})  # fmt: skip
 
 
 def test_win_rate_matches_the_judges_rule_and_alpaca_eval_reads_our_files(loaded, tmp_path):
@@ -144,6 +145,64 @@ def test_rerun_sends_no_request_twice(loaded, tmp_path):
         assert server.requests == len(INSTRUCTIONS) and judge.api_calls == 0
     assert again["metrics"] == full["metrics"]
     assert full["metrics"]["win_rate"] == pytest.approx(WIN_RATE)
+
+
+class Killed(Exception):
+    """Stands for a SIGKILL at a chosen point of a write."""
+
+
+def test_outputs_survive_a_kill_a_cut_file_and_a_stale_meta(loaded, tmp_path, monkeypatch):
+    """model_outputs.json is replaced whole (a kill mid-write leaves the previous file); a file cut short anyway
+    (a copy, a full disk) is answered again instead of crashing the rerun; outputs written just before a kill
+    are never reused under the settings of the run before."""
+    import sapo.evaluate.alpacaeval as alpacaeval
+    import sapo.evaluate.generation as generation
+    import sapo.files
+
+    asked = []
+    real_generate = generation.generate_chat
+    monkeypatch.setattr(generation, "generate_chat", lambda loaded, convs, **kw: asked.append(len(convs))
+                        or real_generate(loaded, convs, **kw))  # fmt: skip
+    path = tmp_path / "model_outputs.json"
+    made_with = {"max_new_tokens": 8}
+
+    def generate(rows, made_with=made_with):
+        return alpacaeval.generate_outputs(loaded, rows, path, made_with, max_new_tokens=made_with["max_new_tokens"],
+                                           batch_size=8, seed=0)  # fmt: skip
+
+    generate(ALPACA_FIXTURES[:3])
+    first = path.read_bytes()
+
+    def killed_replace(src, dst):
+        raise Killed(dst)
+
+    with monkeypatch.context() as patch:  # killed while publishing the 6-row file
+        patch.setattr(sapo.files.os, "replace", killed_replace)
+        with pytest.raises(Killed):
+            generate(ALPACA_FIXTURES)
+    assert path.read_bytes() == first and len(json.loads(first)) == 3  # the previous file, whole
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+    path.write_bytes(first[: len(first) // 2])  # cut short by something else
+    asked.clear()
+    assert len(generate(ALPACA_FIXTURES)) == len(INSTRUCTIONS) and sum(asked) == len(INSTRUCTIONS)
+    asked.clear()
+    assert generate(ALPACA_FIXTURES) and asked == []  # whole and made the same way: reused
+
+    real_write_json = alpacaeval.atomic_write_json
+
+    def killed_before_meta(path, body, **kw):
+        if str(path).endswith(".meta.json"):
+            raise Killed(path)
+        return real_write_json(path, body, **kw)
+
+    with monkeypatch.context() as patch:  # another budget, killed between its outputs and its meta
+        patch.setattr(alpacaeval, "atomic_write_json", killed_before_meta)
+        with pytest.raises(Killed):
+            generate(ALPACA_FIXTURES[:3], {"max_new_tokens": 2})
+    asked.clear()
+    generate(ALPACA_FIXTURES)  # the first budget again
+    assert sum(asked) == len(INSTRUCTIONS)  # the 2-token outputs were not taken for 8-token ones
 
 
 def test_judge_repeats_give_each_repeats_win_rate_and_their_spread(loaded, tmp_path):

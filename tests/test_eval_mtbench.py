@@ -119,6 +119,68 @@ def test_a_killed_run_resumes_without_judging_twice(tiny_model_dir, tmp_path):
         assert server.requests == 0
 
 
+class Killed(Exception):
+    """Stands for a SIGKILL at a chosen point of a write."""
+
+
+def test_answers_survive_a_kill_a_cut_file_and_a_stale_meta(tiny_model_dir, tmp_path, monkeypatch):
+    """The answers file is replaced whole (a kill mid-write leaves the previous file); a file cut short anyway
+    (a copy, a full disk) is answered again instead of crashing the rerun; answers written just before a kill
+    are never reused under the settings of the run before."""
+    import sapo.evaluate.mtbench as mtbench
+    import sapo.files
+    from sapo.evaluate.generation import load_for_eval
+    from sapo.evaluate.judge import Judge, JudgeSettings
+
+    loaded = load_for_eval(str(tiny_model_dir))
+    answered = []
+    real_generate = mtbench.generate_answers
+    monkeypatch.setattr(mtbench, "generate_answers", lambda loaded, questions, **kw: answered.append(len(questions))
+                        or real_generate(loaded, questions, **kw))  # fmt: skip
+    answers = tmp_path / "mtbench" / "model_answer" / "tiny.jsonl"
+    with JudgeServer(scripted(), "scripted") as server:
+
+        def run(max_new_tokens: int = 6) -> dict:
+            judge = Judge(JudgeSettings(model="scripted", base_url=server.base_url), tmp_path / "cache.jsonl")
+            return mtbench.run_mtbench(loaded, judge, tmp_path, data="fixtures", limit=2,
+                                       max_new_tokens=max_new_tokens, fingerprint="tiny")  # fmt: skip
+
+        run()
+        first = answers.read_bytes()
+
+        def killed_replace(src, dst):
+            raise Killed(dst)
+
+        with monkeypatch.context() as patch:  # another budget, killed while its answers file is published
+            patch.setattr(sapo.files.os, "replace", killed_replace)
+            with pytest.raises(Killed):
+                run(max_new_tokens=3)
+        assert answers.read_bytes() == first  # the previous file, whole
+        assert [p.name for p in answers.parent.iterdir() if p.name.endswith(".tmp")] == []
+
+        answers.write_bytes(first[: len(first) // 2])  # cut short by something else
+        answered.clear()
+        assert run()["metrics"]["judged"] == 4 and answered == [2]
+        answered.clear()
+        run()
+        assert answered == []  # whole and made the same way: reused
+
+        real_write_json = mtbench.atomic_write_json
+
+        def killed_before_meta(path, body, **kw):
+            if str(path).endswith(".meta.json"):
+                raise Killed(path)
+            return real_write_json(path, body, **kw)
+
+        with monkeypatch.context() as patch:  # another budget, killed between its answers and their meta
+            patch.setattr(mtbench, "atomic_write_json", killed_before_meta)
+            with pytest.raises(Killed):
+                run(max_new_tokens=3)
+        answered.clear()
+        run()  # the first budget again
+        assert answered == [2]  # the 3-token answers were not taken for 6-token ones
+
+
 def test_judge_repeats_report_the_judges_own_spread(tiny_model_dir, tmp_path):
     """A judge that drifts between calls (as GPT-4 does at temperature 0): each repeat is asked once, cached, and
     results.json gives each repeat's mean, their mean and sample standard deviation; repeat 0 is the reported one."""
