@@ -14,6 +14,7 @@ import platform
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -108,7 +109,9 @@ def run_killed_when(argv: list[str], when: Callable[[], bool], *, cwd: Path, env
                     poll: float = 0.002, timeout: float = 600.0) -> Outcome:  # fmt: skip
     """Run ``argv``; SIGKILL it the first time ``when()`` is true (polled every ``poll`` s). The child's output
     goes to a file, never a pipe that could fill and stall it."""
-    log = cwd / f".child-{time.monotonic_ns()}.log"
+    fd, name = tempfile.mkstemp(prefix="sapo-fault-child-", suffix=".log")  # never in the checkout
+    os.close(fd)
+    log = Path(name)
     with log.open("wb") as out:
         child = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
                                  env={**os.environ, **(env or {})})  # fmt: skip

@@ -52,7 +52,7 @@ def test_recipe_with_bad_yaml_exits_2_naming_file_and_line(capsys, tmp_path):
 
 
 def test_out_of_range_flags_stop_at_parse_time(capsys):
-    for argv in (["eval", "embedded", "--batch-size", "0"], ["eval", "embedded", "--judge-backoff", "-1"],
+    for argv in (["eval", "embedded", "--batch-size", "0"], ["eval", "embedded", "--judge-max-retries", "-1"],
                  ["data", "audit", "embedded", "--log-level", "loud"]):  # fmt: skip
         try:
             main(argv)
