@@ -15,18 +15,14 @@ from pathlib import Path
 
 import torch
 
+from sapo.train.resume import checkpoints, complete_checkpoints
+
 SAPO_STATE = "sapo_state.json"  # written last into a checkpoint: its presence marks the checkpoint complete
-
-
-def checkpoint_folders(output_dir: str | Path) -> list[Path]:
-    """The ``checkpoint-N`` folders of a run, oldest step first."""
-    folders = [p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    return sorted(folders, key=lambda p: int(p.name.split("-")[-1]))
 
 
 def latest_complete_checkpoint(output_dir: str | Path) -> str | None:
     """The newest checkpoint-N folder whose SAPO state was fully written, or None."""
-    complete = [f for f in checkpoint_folders(output_dir) if (f / SAPO_STATE).is_file()]
+    complete = complete_checkpoints(output_dir, SAPO_STATE)
     return str(complete[-1]) if complete else None
 
 
@@ -35,7 +31,7 @@ def rotate_checkpoints(output_dir: str | Path, limit: int | None, best: str | No
     ``best`` (``load_best_model_at_end``). Returns the folders deleted."""
     if not limit or limit <= 0:
         return []
-    folders = checkpoint_folders(output_dir)
+    folders = checkpoints(output_dir)
     newest = latest_complete_checkpoint(output_dir)
     protected = {Path(p).resolve() for p in (newest, best) if p}
     deleted = []
