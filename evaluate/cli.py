@@ -17,7 +17,7 @@ from pathlib import Path
 from sapo.argtypes import non_negative_int, positive_int
 from sapo.errors import RecipeError
 from sapo.evaluate.calibration import DEFAULT_PAIRS, MIN_PAIRS, load_pairs
-from sapo.files import safe_name
+from sapo.files import held_lock, safe_name
 from sapo.log import get_logger
 
 logger = get_logger(__name__)
@@ -140,11 +140,6 @@ def open_judge(args, stack: ExitStack, output: Path):
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    import torch
-
-    from sapo.evaluate.judge import HOW_TO_CONFIGURE
-    from sapo.evaluate.results import model_provenance, package_versions, write_results
-
     if args.show_prompts:
         return show_prompts(args)
     suite = parse_suite(args.suite)
@@ -153,6 +148,16 @@ def evaluate(args: argparse.Namespace) -> int:
             raise RecipeError(f"--calibration-pairs {args.calibration_pairs}: at least {MIN_PAIRS} (or 0 to skip)")
         load_pairs(args.calibration_pairs)  # a bad count fails now, not after the answers are generated
     output = Path(args.output) if args.output else default_output(args.model)
+    with held_lock(output, wait=False, what="evaluations"):  # a second `sapo eval` on one folder stops here
+        return _evaluate(args, suite, output)
+
+
+def _evaluate(args: argparse.Namespace, suite: list[str], output: Path) -> int:
+    import torch
+
+    from sapo.evaluate.judge import HOW_TO_CONFIGURE
+    from sapo.evaluate.results import model_provenance, package_versions, write_results
+
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
     args.device = device

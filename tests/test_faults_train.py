@@ -150,3 +150,28 @@ def test_first_non_finite_names_the_parameter():
     with torch.no_grad():
         model[0].weight[0, 1] = float("nan")
     assert first_non_finite(model) == "0.weight"
+
+
+@pytest.mark.parametrize("method", ["dpo", "orpo", "sft"])
+def test_baselines_stop_on_a_nan_step_before_saving_it(method, tiny_model_dir, tokenizer, tmp_path):
+    """HF's trainers log a NaN loss (hidden by logging_nan_inf_filter) and go on, saving NaN weights; ours stop."""
+    from sapo.train.baselines import DPORunConfig, ORPORunConfig, SFTRunConfig, build_baseline_trainer
+
+    examples, _ = load_examples("embedded", tokenizer, max_length=256, max_prompt_length=192, limit=8,
+                                rejected_field=None if method == "sft" else "rejected")  # fmt: skip
+    config_cls = {"dpo": DPORunConfig, "orpo": ORPORunConfig, "sft": SFTRunConfig}[method]
+    out = tmp_path / method
+    config = config_cls(output_dir=str(out), per_device_train_batch_size=2, max_steps=4, report_to="none",
+                        learning_rate=1e-3, save_strategy="steps", save_steps=1, bf16=False,
+                        gradient_checkpointing=False, max_length=256, max_prompt_length=192)  # fmt: skip
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    trainer = build_baseline_trainer(method, config, model, tokenizer, examples)
+
+    def nan_from_step_3(module, inputs, output):
+        return output * float("nan") if trainer.state.global_step == 2 and module.training else output
+
+    model.model.norm.register_forward_hook(nan_from_step_3)
+    with pytest.raises(FloatingPointError, match=r"step 3: the optimizer step left non-finite weights"):
+        trainer.train()
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    assert first_non_finite(AutoModelForCausalLM.from_pretrained(out / "checkpoint-2")) is None

@@ -123,6 +123,14 @@ def to_sft_dataset(examples):
     )
 
 
+def guards() -> list:
+    """Every baseline stops when a step leaves NaN/inf weights, before that step is saved: HF's trainers log a NaN
+    loss (hidden by ``logging_nan_inf_filter``) and go on, saving broken checkpoints."""
+    from sapo.train.health import FiniteWeightsCallback
+
+    return [FiniteWeightsCallback()]
+
+
 def paired_dpo_trainer(config, model, tokenizer, examples, trainer_cls=None):
     """DPO (or a subclass: SPIN's iterations) with a frozen copy of ``model`` as the reference. Explicit,
     because with ref_model=None TRL reloads it by name, which fails for 'embedded' and models built in memory;
@@ -132,7 +140,7 @@ def paired_dpo_trainer(config, model, tokenizer, examples, trainer_cls=None):
 
     trainer_cls = trainer_cls or PairedDPOTrainer
     return trainer_cls(model=model, ref_model=frozen_copy(model), args=config, train_dataset=to_dataset(examples),
-                       processing_class=tokenizer)  # fmt: skip
+                       processing_class=tokenizer, callbacks=guards())  # fmt: skip
 
 
 def build_baseline_trainer(method: str, config, model, tokenizer, examples):
@@ -141,10 +149,10 @@ def build_baseline_trainer(method: str, config, model, tokenizer, examples):
 
     if method == "sft":
         return ChatSFTTrainer(model=model, args=config, train_dataset=to_sft_dataset(examples),
-                              processing_class=tokenizer)  # fmt: skip
+                              processing_class=tokenizer, callbacks=guards())  # fmt: skip
     if method == "dpo":
         return paired_dpo_trainer(config, model, tokenizer, examples)
     if method == "orpo":
         return PairedORPOTrainer(model=model, args=config, train_dataset=to_dataset(examples),
-                                 processing_class=tokenizer)  # fmt: skip
+                                 processing_class=tokenizer, callbacks=guards())  # fmt: skip
     raise ValueError(f"method: no baseline trainer for {method!r}")

@@ -87,7 +87,19 @@ def run_tokenizer(config):
 
 
 def run_training(method: str, config) -> Path:
-    """Train ``method`` as ``config`` says; return the folder of the final model."""
+    """Train ``method`` as ``config`` says; return the folder of the final model. The main process holds the
+    output folder's lock: a second run pointed at it stops with a clear error instead of interleaving files."""
+    from accelerate import PartialState
+
+    from sapo.files import held_lock
+
+    if not PartialState().is_main_process:  # ranks of one launch share the folder; rank 0 speaks for them
+        return _run_training(method, config)
+    with held_lock(config.output_dir, wait=False, what="trainings"):
+        return _run_training(method, config)
+
+
+def _run_training(method: str, config) -> Path:
     from sapo.chat import fit_embeddings
     from sapo.models import load_causal_lm, weights_dtype
     from sapo.train.data import load_examples_from_config, to_dataset

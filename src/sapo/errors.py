@@ -30,3 +30,7 @@ class JudgeError(SapoError):
 
 class CheckpointError(SapoError):
     """A checkpoint that cannot be resumed from (incomplete, or written by another setup)."""
+
+
+class OutputInUseError(SapoError):
+    """Another sapo process is writing to the same output folder."""

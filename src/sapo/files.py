@@ -17,8 +17,11 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from sapo.errors import OutputInUseError
 
 COMPLETE_STAMP = ".sapo-complete"  # written last into a published folder: without it the write was interrupted
 
@@ -87,16 +90,30 @@ def is_published(folder: str | Path) -> bool:
 
 
 @contextlib.contextmanager
-def held_lock(target: str | Path) -> Iterator[None]:
+def held_lock(target: str | Path, *, wait: bool = True, what: str = "") -> Iterator[None]:
     """Hold an exclusive lock on ``target`` across processes (``fcntl.flock`` on ``.<name>.lock`` beside it),
-    waiting for a process that holds it. The kernel drops it when its holder dies, so a kill never leaves
-    it stuck; the lock file stays (removing it would let two processes lock two different files)."""
+    waiting for a process that holds it, or with ``wait=False`` stopping with an ``OutputInUseError`` that
+    names the holder (``what``: the command, for the message). The kernel drops the lock when its holder
+    dies, so a kill never leaves it stuck; the lock file stays (removing it would let two processes lock two
+    different files) and holds the holder's pid."""
     import fcntl
 
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{target.name}.lock", "a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    with open(target.parent / f".{target.name}.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise OutputInUseError(
+                f"{target}: in use by another sapo process ({holder}); two {what or 'runs'} writing one folder "
+                "would interleave their files: wait for it to finish, or choose another output folder"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        handle.flush()
         try:
             yield
         finally:
