@@ -189,7 +189,8 @@ def model_responder(model_path: str, device: str = "cpu", max_tokens_cap: int | 
     from sapo.generation import stop_token_ids
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).to(device).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32, use_safetensors=True)
+    model = model.to(device).eval()
     stop_ids, pad_id = stop_token_ids(model, tokenizer)
 
     def respond(messages: list[dict], params: dict) -> tuple[str, list | None]:

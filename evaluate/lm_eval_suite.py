@@ -275,7 +275,7 @@ def run_lm_eval_benchmark(
     tracker = EvaluationTracker(output_path=str(workdir))
     results = lm_eval.simple_evaluate(
         model="hf",
-        model_args={"pretrained": model_path, "dtype": dtype},  # lm-eval's HFLM
+        model_args={"pretrained": model_path, "dtype": dtype, "use_safetensors": True},  # lm-eval's HFLM; no pickles
         tasks=[group],
         batch_size=batch_size,
         device=device,
@@ -336,7 +336,7 @@ def _headline_metrics(benchmark: dict, names: dict[str, str], scores: dict) -> t
 def _upstream_command(model_path: str, tasks_dir: Path, group: str, workdir: Path, run: dict, env: dict) -> str:
     """The shell command that reruns this evaluation with the upstream tool, with the environment it needs in
     front (offline, IFEval's checker finds NLTK's punkt_tab only through ``NLTK_DATA``)."""
-    parts = ["lm_eval", "--model", "hf", "--model_args", f"pretrained={model_path},dtype={run['dtype']}",
+    parts = ["lm_eval", "--model", "hf", "--model_args", f"pretrained={model_path},dtype={run['dtype']},use_safetensors=True",
              "--include_path", str(tasks_dir), "--tasks", group, "--batch_size", str(run["batch_size"]),
              "--device", run["device"], "--seed", str(run["seed"]), "--log_samples",
              "--output_path", str(workdir)]  # fmt: skip

@@ -97,7 +97,7 @@ def check_trained(folder: Path, start: Path | None = None) -> dict:
 
     checks: dict = {}
     try:
-        model = AutoModelForCausalLM.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)  # plain, but never a pickle
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as err:
         return {"failed": f"does not load with from_pretrained: {err}"}

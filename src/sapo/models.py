@@ -214,11 +214,12 @@ def weights_dtype(name: str) -> torch.dtype | str:
 
 
 def load_causal_lm(name_or_path: str, dtype: torch.dtype | str = torch.float32, **kwargs):
-    """Load a causal LM with an explicit dtype (never the fp32-by-accident default of old code)."""
+    """Load a causal LM with an explicit dtype (never the fp32-by-accident default of old code), from safetensors
+    only: a ``pytorch_model.bin`` is a pickle, which can run code when loaded from an untrusted folder."""
     from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(name_or_path)
-    return _load(AutoModelForCausalLM.from_pretrained, path, dtype=dtype, **kwargs)
+    return _load(AutoModelForCausalLM.from_pretrained, path, dtype=dtype, use_safetensors=True, **kwargs)
 
 
 def weights_fingerprint(folder: str | Path) -> str | None:
