@@ -10,6 +10,7 @@ import io
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -49,7 +50,8 @@ def run_child(step: Step, log: Path, cwd: Path) -> None:
     # A progress bar's "\r" updates stay "\r" (newline=""), so they redraw in place on the terminal.
     with log.open("w", buffering=1, newline="") as handle:
         child = subprocess.Popen(step.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=cwd)  # fmt: skip
+                                 env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=cwd,
+                                 preexec_fn=die_with_parent)  # fmt: skip
         for line in io.TextIOWrapper(child.stdout, encoding="utf-8", errors="replace", newline=""):
             handle.write(line)
             if not line.lstrip().startswith(("{'", "Map", "Loading")) or "loss" in line:
@@ -57,6 +59,30 @@ def run_child(step: Step, log: Path, cwd: Path) -> None:
         if child.wait() != 0:
             raise SapoError(f"{step.what} failed (exit {child.returncode}); log: {log}")
     logger.info(f"   done in {time.perf_counter() - began:.0f} s")
+
+
+def _libc_prctl():
+    """Linux's prctl, looked up once in the parent: the child between fork and exec should only call it."""
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _libc_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In the child, before it runs: ask Linux to SIGKILL it when ``sapo reproduce`` dies. Otherwise a killed
+    reproduce leaves its training running, orphaned, and the rerun finds the run folder locked by it (or, without
+    the lock, both would write one folder). Elsewhere (no prctl) the child outlives its parent as before."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def drop_checkpoints(model_dir: Path) -> None:

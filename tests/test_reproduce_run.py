@@ -121,3 +121,47 @@ def test_force_on_a_fresh_checkout_trains_instead_of_failing(checkout, monkeypat
     assert reproduce_run.reproduce("table2", "embedded", root=checkout, force=True) == 0
     trained_rows = {p.run_id for p in plan_runs(load_spec("table2"), "embedded", checkout) if p.recipe is not None}
     assert sum(what.startswith("train") for what in launched) == len(trained_rows) > 0
+
+
+def test_a_killed_reproduce_takes_its_child_with_it(tmp_path):
+    """SIGKILL of `sapo reproduce` must not leave its training running: the rerun would find the folder locked."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    parent = parent_script(pid_file)
+    proc = subprocess.Popen([sys.executable, "-c", parent], cwd=tmp_path)
+    deadline = time.monotonic() + 60
+    while not pid_file.is_file() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for _ in range(100):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return  # gone with its parent
+        if _is_zombie(child):
+            return
+        time.sleep(0.05)
+    os.kill(child, signal.SIGKILL)
+    raise AssertionError("the child outlived `sapo reproduce`")
+
+
+def parent_script(pid_file: Path) -> str:
+    child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    return (
+        "import sys\nfrom pathlib import Path\nfrom sapo.reproduce.children import Step, run_child\n"
+        f"run_child(Step('sleep', [sys.executable, '-c', {child!r}]), Path('log.txt'), Path('.'))\n"
+    )
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
