@@ -7,13 +7,15 @@ logged, cached or written to results.
 
 Every reply is appended to a JSONL cache as it arrives, keyed by judge model + messages +
 decoding parameters, so a killed run loses nothing and a rerun asks only what is missing.
-429s, 5xx, timeouts and dropped connections are retried by the openai client itself (exponential
-backoff from 0.5 s with jitter, or the server's ``Retry-After``); other errors stop the run.
+429s, 5xx, timeouts, dropped connections and 200s that are no chat completion (a proxy's HTML page, a body
+without ``choices``) are retried by the openai client itself (exponential backoff from 0.5 s with jitter, or the
+server's ``Retry-After``), up to ``max_retries``; other errors stop the run.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import threading
@@ -168,8 +170,10 @@ class Judge:
             if base_url and urlsplit(base_url).query:  # the client would glue the path after it: send it apart
                 parts = urlsplit(base_url)
                 base_url, query = urlunsplit(parts._replace(query="")), dict(parse_qsl(parts.query))
-            # The openai client retries (honouring Retry-After, with jitter); the hook counts each HTTP attempt.
-            http_client = openai.DefaultHttpxClient(event_hooks={"request": [self._count_attempt]})
+            # The openai client retries (honouring Retry-After, with jitter); the hooks count each HTTP attempt and
+            # make a malformed 200 one of the errors it retries.
+            http_client = openai.DefaultHttpxClient(event_hooks={"request": [self._count_attempt],
+                                                                 "response": [_check_reply]})  # fmt: skip
             self._client = openai.OpenAI(base_url=base_url, api_key=key, default_query=query,
                                          timeout=self.settings.timeout, max_retries=self.settings.max_retries,
                                          http_client=http_client)  # fmt: skip
@@ -217,13 +221,42 @@ class Judge:
             if _retried(err.status_code):
                 raise self._gave_up(why) from err
             raise JudgeError(f"judge {self.settings.name}: {why}") from err
-        except openai.APIConnectionError as err:  # timeouts included
-            raise self._gave_up(f"{type(err).__name__}: {err}") from err
+        except openai.APIConnectionError as err:  # timeouts and malformed replies (_check_reply) included
+            cause = str(err.__cause__)
+            raise self._gave_up(cause if cause.startswith(MALFORMED) else f"{type(err).__name__}: {err}") from err
 
     def _gave_up(self, why: str) -> JudgeError:
         tries = self._tries.count
         return JudgeError(f"judge {self.settings.name}: gave up after {tries} {'try' if tries == 1 else 'tries'} "
                           f"({why})")  # fmt: skip
+
+
+MALFORMED = "malformed reply"
+
+
+def _check_reply(response) -> None:
+    """A 2xx reply to a chat completion request that is no chat completion (not JSON, or JSON without
+    ``choices[0].message``): raised as the HTTP library's ``DecodingError``, which the openai client retries like
+    a dropped connection, up to ``max_retries``. Left alone, the client hands back a non-JSON body as a string, a
+    body without ``choices`` as a completion whose ``choices`` is None, and ``Judge.chat`` failed on either with an
+    AttributeError or TypeError."""
+    if not (response.is_success and response.request.url.path.endswith("/chat/completions")):
+        return
+    body = response.read()
+    try:
+        data = json.loads(body)
+    except ValueError:  # not JSON, or not UTF-8
+        problem = "a body that is not JSON"
+    else:
+        choices = data.get("choices") if isinstance(data, dict) else None
+        first = choices[0] if isinstance(choices, list) and choices else None
+        if isinstance(first, dict) and isinstance(first.get("message"), dict):
+            return
+        problem = "JSON without choices[0].message"
+    # httpx2 under openai 3, httpx before: the error must be the library's own for the client to retry it.
+    library = importlib.import_module(type(response).__module__.partition(".")[0])
+    raise library.DecodingError(f"{MALFORMED}: HTTP {response.status_code} with {problem}: "
+                                f"{body[:200].decode('utf-8', 'replace')!r}", request=response.request)  # fmt: skip
 
 
 def _retried(status: int) -> bool:
