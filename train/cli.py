@@ -115,8 +115,6 @@ def _run_training(method: str, config) -> Path:
     model = load_causal_lm(config.model_name_or_path, dtype=weights_dtype(config.model_dtype))
     if config.chat_format:  # before the trainers copy it into the EMA and reference models
         fit_embeddings(model, tokenizer)
-    from sapo.train.trainer import SAPO_STATE
-
     if method == "sapo":
         from sapo.train.trainer import SAPOTrainer
 
@@ -128,7 +126,7 @@ def _run_training(method: str, config) -> Path:
     from sapo.log import engine_name
 
     logger.info(f"engine: {engine_name(trainer.accelerator)}")
-    from sapo.train.resume import TRAINER_STATE, resume_point
+    from sapo.train.checkpoints import SAPO_STATE, TRAINER_STATE, resume_point
 
     marker = SAPO_STATE if method == "sapo" else TRAINER_STATE
     resume = resume_point(config.output_dir, config.resume_from_checkpoint, marker,

@@ -41,7 +41,7 @@ from sapo.train.baselines import PairedDPOTrainer, paired_dpo_trainer
 from sapo.train.config import HarnessArguments
 from sapo.train.copies import gathered
 from sapo.train.data import ChatExample, TokenLayout
-from sapo.train.resume import AUTO, resume_point
+from sapo.train.checkpoints import AUTO, resume_point
 
 logger = get_logger(__name__)
 SPIN_REJECTED_FORMATS = ("retemplate", "raw")

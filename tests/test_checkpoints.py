@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from sapo.errors import CheckpointError
-from sapo.train.resume import AUTO, resume_point
+from sapo.train.checkpoints import AUTO, resume_point
 
 
 def lay_out(folder, steps_complete, steps_incomplete, marker="trainer_state.json"):
