@@ -127,9 +127,49 @@ def test_length_filtering_counts_on_a_file(tmp_path, smol_tokenizer):
     path = _write_jsonl(tmp_path / "d.jsonl", rows)
     examples, stats = load_examples(str(path), tok, max_length=40, max_prompt_length=20, truncation="drop")
     assert len(examples) == 1 and stats.dropped_too_long == 1 and stats.rows_read == 2
+    (dropped,) = stats.dropped_locations  # named, with the limit it broke
+    assert dropped.startswith(f"{path} line 2: ") and dropped.endswith("over max_length 40 (truncation: drop)")
     examples, stats = load_examples(str(path), tok, max_length=40, max_prompt_length=20)
     assert len(examples) == 2 and stats.prompts_truncated == 1 and stats.answers_truncated == 1
     assert len(examples[1].prompt_ids) == 20 and len(examples[1].prompt_ids) + len(examples[1].answer_ids) == 40
+
+
+@pytest.mark.parametrize(
+    ("roles", "index"),
+    [
+        (("assistant", "user", "assistant"), 0),
+        (("user", "user", "assistant"), 1),
+        (("system", "assistant"), 1),
+        (("user", "system", "assistant"), 1),
+        (("user", "assistant", "assistant"), 2),
+        (("system", "system", "user", "assistant"), 1),
+    ],
+)
+def test_roles_alternate_after_an_optional_system_message(roles, index):
+    row = {"messages": [{"role": r, "content": f"turn {i}"} for i, r in enumerate(roles)]}
+    with pytest.raises(DataError, match=rf"f line 1: field 'messages\[{index}\]\.role': expected"):
+        conversation_from_row(row, "f line 1")
+
+
+def test_empty_earlier_answer_is_refused_too():
+    row = {"messages": [*TWO_TURNS[:1], {"role": "assistant", "content": " "}, *TWO_TURNS[2:]]}
+    with pytest.raises(DataError, match=r"messages\[1\]\.content': the answer is empty"):
+        conversation_from_row(row, "f line 1")
+    assert conversation_from_row({"messages": [{"role": "system", "content": ""}, *TWO_TURNS]}, "f")[1:] == TWO_TURNS
+
+
+@pytest.mark.parametrize(
+    ("row", "match"),
+    [
+        ({"mesages": TWO_TURNS}, r"row has \['mesages'\] \(did you mean 'messages' for 'mesages'\?\)"),
+        ({"messages": "hello"}, r"field 'messages': expected a non-empty list of messages, got 'hello'"),
+        ({"real": {"role": "user"}}, r"field 'real': expected a non-empty list"),
+        ({"prompt": "q", "respone": "a"}, r"did you mean 'response'"),
+    ],
+)
+def test_a_conversation_that_is_misnamed_or_not_a_list_is_named(row, match):
+    with pytest.raises(DataError, match=match):
+        conversation_from_row(row, "f line 1")
 
 
 @pytest.mark.parametrize(
@@ -139,7 +179,7 @@ def test_length_filtering_counts_on_a_file(tmp_path, smol_tokenizer):
         ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}]}, "answer is empty"),
         ({"messages": [{"role": "user", "content": "q"}]}, r"messages\[0\]\.role.*last message"),
         ({"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "a"}]}, r"\[0\]\.content"),
-        ({"messages": [{"role": "assistant", "content": "a"}]}, "no user message"),
+        ({"messages": [{"role": "assistant", "content": "a"}]}, r"messages\[0\]\.role.*expected 'user'"),
         ({"text": "x"}, "no conversation found"),
     ],
 )

@@ -51,6 +51,7 @@ class DataStats:
     dropped_long_prompts: int = 0
     tokens_lost: int = 0
     skipped_locations: list[str] = field(default_factory=list)
+    dropped_locations: list[str] = field(default_factory=list)  # rows over the length limits, and which limit
 
     def summary(self) -> str:
         parts = [f"{self.examples} examples from {self.rows_read} rows"]
@@ -139,13 +140,30 @@ def _check_messages(messages, where: str, name: str) -> list[dict]:
             raise DataError(f"{where}: field '{name}[{j}].role': expected one of {ROLES}, got {role!r}")
         if not isinstance(content, str):
             raise DataError(f"{where}: field '{name}[{j}].content': expected a string, got {type(content).__name__}")
+        # An optional system message, then user and assistant turns in turn: templates and the prompt/answer split
+        # assume it (several templates raise on anything else, others render it silently wrong).
+        first = 1 if messages[0]["role"] == "system" else 0
+        expected = "system" if j < first else ("user", "assistant")[(j - first) % 2]
+        if role != expected:
+            raise DataError(f"{where}: field '{name}[{j}].role': expected {expected!r} here, got {role!r} (a system "
+                            "message may come first, then user and assistant turns alternate)")  # fmt: skip
+        if role == "assistant" and not content.strip():
+            raise DataError(f"{where}: field '{name}[{j}].content': the answer is empty")
     if messages[-1]["role"] != "assistant":
         raise DataError(f"{where}: field '{name}[{len(messages) - 1}].role': the last message must be the assistant's")
-    if not messages[-1]["content"].strip():
-        raise DataError(f"{where}: field '{name}[{len(messages) - 1}].content': the answer is empty")
-    if not any(m["role"] == "user" for m in messages):
-        raise DataError(f"{where}: field '{name}': no user message before the answer")
     return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def _did_you_mean(row: dict) -> str:
+    """' (did you mean 'messages' for 'mesages'?)' when a key of ``row`` looks like a field the pipeline reads."""
+    import difflib
+
+    known = (*CONVERSATION_FIELDS, "prompt", "response", "completion", "rejected")
+    for key in row:
+        close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.75)
+        if close and key not in known:
+            return f" (did you mean '{close[0]}' for '{key}'?)"
+    return ""
 
 
 def conversation_from_row(row: dict | DataError, where: str, field_name: str | None = None) -> list[dict]:
@@ -159,14 +177,19 @@ def conversation_from_row(row: dict | DataError, where: str, field_name: str | N
     if field_name is None:
         answer_field = next((f for f in ("chosen", "response", "completion") if isinstance(row.get(f), str)), None)
         if answer_field is None or not isinstance(row.get("prompt"), str):
+            # A conversation field that is there but is not a list of messages ('chosen' may be an answer string).
+            present = next((f for f in CONVERSATION_FIELDS
+                            if f in row and not (f == "chosen" and isinstance(row[f], str))), None)  # fmt: skip
+            if present is not None:
+                _check_messages(row[present], where, present)
             raise DataError(
                 f"{where}: no conversation found: expected a list field among {CONVERSATION_FIELDS} "
-                f"or string fields 'prompt' and 'chosen'/'response'; row has {sorted(row)}"
+                f"or string fields 'prompt' and 'chosen'/'response'; row has {sorted(row)}{_did_you_mean(row)}"
             )
         messages = [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row[answer_field]}]
         return _check_messages(messages, where, answer_field)
     if field_name not in row:
-        raise DataError(f"{where}: field '{field_name}' is missing; row has {sorted(row)}")
+        raise DataError(f"{where}: field '{field_name}' is missing; row has {sorted(row)}{_did_you_mean(row)}")
     return _check_messages(row[field_name], where, field_name)
 
 
@@ -303,8 +326,10 @@ def load_examples(
             continue
         if truncation == "reference" and max_prompt_length is not None:
             # run_dpo.py's filter: the prompt as the tokenizer counts it by default (special tokens included)
-            if len(tokenizer(prompt_text).input_ids) >= max_prompt_length:
+            if (n := len(tokenizer(prompt_text).input_ids)) >= max_prompt_length:
                 stats.dropped_long_prompts += 1
+                stats.dropped_locations.append(f"{where}: a prompt of {n} tokens, not below max_prompt_length "
+                                               f"{max_prompt_length} (truncation: reference)")  # fmt: skip
                 continue
         prompt_ids, answer_ids = (
             layout.prompt_tokens(tokenizer, prompt_text),
@@ -312,6 +337,8 @@ def load_examples(
         )
         fitted = fit_length(prompt_ids, answer_ids, max_length, max_prompt_length, truncation, stats)
         if fitted is None:
+            stats.dropped_locations.append(f"{where}: {len(prompt_ids)} prompt + {len(answer_ids)} answer tokens, "
+                                           f"over max_length {max_length} (truncation: {truncation})")  # fmt: skip
             continue
         rejected_ids = None
         if rejected_text is not None:
@@ -321,8 +348,16 @@ def load_examples(
     stats.examples = len(examples)
     if stats.bad_rows_skipped:
         logger.warning(f"{source}: skipped {stats.bad_rows_skipped} bad rows; first: {stats.skipped_locations[0]}")
+    if stats.dropped_locations:  # every one is named at debug level; the first always
+        logger.warning(f"{source}: dropped {len(stats.dropped_locations)} rows over the length limits; first: "
+                       f"{stats.dropped_locations[0]}")  # fmt: skip
+        for where in stats.dropped_locations[1:]:
+            logger.debug(f"dropped {where}")
     if not examples:
-        raise DataError(f"{source}: no usable examples ({stats.summary()})")
+        first = stats.dropped_locations[:1] or stats.skipped_locations[:1]
+        raise DataError(
+            f"{source}: no usable examples ({stats.summary()})" + (f"; first: {first[0]}" if first else "")
+        )
     return examples, stats
 
 
