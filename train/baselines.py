@@ -40,6 +40,11 @@ class PreferenceDataArguments(HarnessArguments):
         metadata={"help": "Column holding the rejected conversation (Capybara-DPO and the embedded set: rejected)."},
     )
 
+    def __post_init__(self):
+        if not self.beta > 0:  # DPO's beta / ORPO's lambda (TRL checks neither): 0 or less turns the preference off
+            raise ValueError(f"beta: must be > 0, got {self.beta}")
+        super().__post_init__()
+
 
 @dataclass
 class SFTRunConfig(HarnessArguments, SFTConfig):

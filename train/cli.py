@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from sapo.argtypes import non_negative_int
+from sapo.argtypes import non_negative_int, positive_int
 from sapo.chat import CHAT_FORMATS, MULTI_TURNS
 from sapo.errors import RecipeError
 from sapo.log import get_logger
@@ -57,9 +57,17 @@ def parse_recipe(path: str | Path, overrides: list[str]):
         raise RecipeError(f"{path}: method: expected one of {METHODS}, got {method!r}")
     config_cls = config_class(method)
     parser = TrlParser((config_cls,))
-    unknown = parser.set_defaults_with_config(**values)
+    fields = {a.dest for a in parser._actions}
+    unknown = [f"{key}{_did_you_mean(key, fields)}" for key in values if key not in fields]
     if unknown:
-        raise RecipeError(f"{path}: unknown recipe keys {unknown[::2]} (keys must be {config_cls.__name__} fields)")
+        raise RecipeError(f"{path}: unknown recipe keys {', '.join(unknown)} (keys must be {config_cls.__name__} "
+                          f"fields: sapo train --fields {method})")  # fmt: skip
+    parser.set_defaults_with_config(**recipe_values(config_cls, values, path))
+
+    def refuse(message: str):  # argparse would print the whole usage of ~170 fields and exit
+        raise RecipeError(f"{path}: command-line override: {message}")
+
+    parser.error = refuse
     try:
         (config,) = parser.parse_args_into_dataclasses(args=overrides)
     except ValueError as err:  # __post_init__ names the field
@@ -67,6 +75,67 @@ def parse_recipe(path: str | Path, overrides: list[str]):
     if config.resume_from_checkpoint in ("True", "true", "latest"):
         config.resume_from_checkpoint = True
     return method, config
+
+
+def _did_you_mean(key: str, fields) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key.replace("-", "_"), sorted(fields), n=1, cutoff=0.7)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _field_kind(hint) -> tuple[type, bool] | None:
+    """(bool, int or float; whether the field is a list of them) for a field of such a type or an optional one."""
+    import types
+    import typing
+
+    if hint in (bool, int, float):
+        return hint, False
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is list and args and args[0] in (bool, int, float):
+        return args[0], True
+    if typing.get_origin(hint) in (types.UnionType, typing.Union) and len(args) == 1:
+        return _field_kind(args[0])
+    return None
+
+
+def _typed(value, kind: type, name: str, path):
+    """``value`` as ``kind``, or a RecipeError naming the field. Strings are converted (PyYAML reads 1e-6, without a
+    dot, as a string); a bool is never a number, nor a float with a fraction an integer."""
+    words = {bool: "true or false", int: "an integer", float: "a number"}[kind]
+    if kind is bool and isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+        return value.lower() in ("true", "yes")
+    if kind is not bool and isinstance(value, str):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    elif isinstance(value, kind) and not (kind is not bool and isinstance(value, bool)):
+        return value
+    elif kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    raise RecipeError(f"{path}: {name}: expected {words}, got {value!r}")
+
+
+def recipe_values(config_cls, values: dict, path) -> dict:
+    """The recipe's values, each number or switch checked against its field's type (argparse would check only
+    those written as strings, and a list not at all)."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(config_cls)
+    checked = {}
+    for f in dataclasses.fields(config_cls):
+        kind = _field_kind(hints.get(f.name)) if f.name in values else None
+        value = values.get(f.name)
+        if kind is None or value is None:
+            continue
+        if kind[1]:
+            items = value if isinstance(value, list) else [value]
+            checked[f.name] = [_typed(v, kind[0], f"{f.name}[{i}]", path) for i, v in enumerate(items)]
+        else:
+            checked[f.name] = _typed(value, kind[0], f.name, path)
+    return {**values, **checked}
 
 
 def run_tokenizer(config):
@@ -77,6 +146,9 @@ def run_tokenizer(config):
     tokenizer = load_tokenizer(config.model_name_or_path)
     if config.chat_template:
         tokenizer.chat_template = resolve_chat_template(config.chat_template)
+    if tokenizer.chat_template is None:  # before any row is rendered (or a model loaded)
+        raise RecipeError(f"{config.model_name_or_path}: the tokenizer has no chat template; set chat_template "
+                          "(sapo data audit: --chat-template) to chatml, zephyr, llama3 or a .jinja file")  # fmt: skip
     if config.chat_format:
         added = setup_chat_format(tokenizer, tokenizer.chat_template)
         logger.info(
@@ -292,9 +364,12 @@ def add_data_commands(sub) -> None:
         "--field", dest="dataset_field", help="the conversation column (default: first of chosen, messages, real)"
     )
     audit.add_argument("--system-prompt", help="system message for conversations that have none")
-    audit.add_argument("--max-length", type=int, default=2048, help="token budget of prompt + answer")
-    audit.add_argument("--max-prompt-length", type=int, default=1792, help="token budget of the prompt")
-    audit.add_argument("--truncation", choices=["truncate", "drop", "reference"], default="truncate")
+    audit.add_argument("--max-length", type=positive_int, default=2048, help="token budget of prompt + answer")
+    audit.add_argument("--max-prompt-length", type=positive_int, default=1792, help="token budget of the prompt")
+    audit.add_argument("--truncation", choices=["truncate", "drop", "reference"], default="truncate",
+                       help="rows over the limits: truncate (keep the prompt's end, then cut the answer), drop, or "
+                       "reference (drop prompts of >= --max-prompt-length tokens, then truncate); counted, and each "
+                       "dropped row named (default truncate)")  # fmt: skip
     audit.add_argument("--multi-turn", choices=MULTI_TURNS, default="last", help="which turn is the answer")
     audit.add_argument("--prompt-split", choices=["render_once", "reference"], default="render_once",
                        help="render once and split (default), or the reference code's separate renders")  # fmt: skip

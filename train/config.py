@@ -207,6 +207,11 @@ class HarnessArguments:
             self.chat_template = self.chat_template or self.chat_format
         if self.prompt_split == "reference" and self.multi_turn != "last":
             raise ValueError("prompt_split: 'reference' renders the last message as the answer; set multi_turn: last")
+        for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "max_prompt_length"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if not self.learning_rate >= 0:  # TrainingArguments takes any float; a negative rate trains uphill
+            raise ValueError(f"learning_rate: must be >= 0, got {self.learning_rate}")
         if self.global_batch_size is not None:
             derived = accumulation_steps(self.global_batch_size, self.per_device_train_batch_size, world_size())
             if self.gradient_accumulation_steps not in (1, derived):  # 1: TrainingArguments' default, i.e. unset
@@ -330,8 +335,8 @@ class SAPOConfig(HarnessArguments, DPOConfig):
     def __post_init__(self):
         for name, choices in (("sapo_loss", SAPO_LOSSES), ("generator", GENERATORS), ("ref_update", REF_UPDATES)):
             check_choice(self, name, choices)
-        if not 0.0 <= self.ema_decay <= 1.0:
-            raise ValueError(f"ema_decay: must be in [0, 1], got {self.ema_decay}")
+        if not 0.0 <= self.ema_decay < 1.0:  # 1 never moves the EMA: generator and reference stay the initial model
+            raise ValueError(f"ema_decay: must be in [0, 1), got {self.ema_decay}")
         if not self.beta > 0:  # DPO's beta / ORPO's lambda: 0 or less turns the preference term off or around
             raise ValueError(f"beta: must be > 0, got {self.beta}")
         for name in ("ema_update_steps", "buffer_size", "segment_max_new_tokens", "ref_update_steps"):
