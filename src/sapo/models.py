@@ -197,6 +197,11 @@ def load_tokenizer(name_or_path: str, **kwargs):
     from transformers import AutoTokenizer
 
     path = resolve_model_path(name_or_path, weights=False)
+    vocabulary = ("tokenizer.json", "*.model", "vocab.*", "*.tiktoken")  # what every tokenizer class reads from
+    if Path(path).is_dir() and not any(next(Path(path).glob(p), None) for p in vocabulary):
+        # transformers would fail with a ValueError about sentencepiece, or fall back to another model's tokenizer
+        raise ModelUnavailableError(f"{path}: no tokenizer files ({', '.join(vocabulary)}): save the tokenizer of the "
+                                    "model it was made from into this folder (tokenizer.save_pretrained)")  # fmt: skip
     tokenizer = _load(AutoTokenizer.from_pretrained, path, **kwargs)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
