@@ -4,7 +4,9 @@ FastChat's ``gen_model_answer`` assumes CUDA and decodes one question at a time;
 every conversation with the model's own chat template (the one it was trained with), sort by
 length so a batch wastes little padding, and decode a batch at once with a KV cache through
 the same ``sample_continuations`` that SAPO's generator uses. Greedy unless a temperature is
-given (MT-Bench's per-category temperatures), then sampled from a seeded generator.
+given (MT-Bench's per-category temperatures), then sampled from a seeded generator. Every benchmark's
+prompts plus its answer budget must fit the model's context (``check_context``): ``sapo eval`` checks what it can
+before loading the model, and ``generate_chat`` checks each set of prompts before decoding them.
 """
 
 from __future__ import annotations
@@ -52,6 +54,60 @@ def load_for_eval(name: str, *, dtype: str = "float32", device: str = "cpu", cha
     return LoadedModel(name, path, model, tokenizer, dtype, device, weights_fingerprint(path))
 
 
+# Where a config states its context, in lm-eval's order (lm_eval.models.utils.resolve_max_length).
+CONTEXT_FIELDS = ("n_positions", "max_position_embeddings", "n_ctx")
+
+
+def model_context(config) -> tuple[int, str] | None:
+    """(positions, the config field that says so) of a model's config (or its folder), or None when it states none.
+    A multimodal config's ``text_config`` comes first, as in lm-eval."""
+    if isinstance(config, (str, Path)):
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(str(config))
+    for part in (getattr(config, "text_config", None), config):
+        for name in CONTEXT_FIELDS:
+            if isinstance(getattr(part, name, None), int):
+                return getattr(part, name), name
+    return None
+
+
+def check_context(benchmark: str, budget: int, context: tuple[int, str] | None, longest_prompt: int | None = None,
+                  flag: str | None = "--max-new-tokens") -> None:  # fmt: skip
+    """Refuse a benchmark whose answer budget (plus its longest prompt, when known) does not fit the model's context:
+    past it a model with learned positions fails mid-run (lm-eval with an AssertionError) and others decode garbage.
+    """
+    if context is None:
+        return
+    positions, field_name = context
+    used = budget + (longest_prompt or 0)
+    if used < positions or longest_prompt is not None and used == positions:
+        return
+    prompt = f"the longest prompt ({longest_prompt} tokens) + " if longest_prompt is not None else ""
+    room = positions - (longest_prompt or 1)
+    fix = f"pass {flag} {room} or less" if flag and room > 0 else "leave it out of --suite for this model"
+    raise RecipeError(f"{benchmark}: {prompt}the answer budget of {budget} new tokens does not fit the model's "
+                      f"context of {positions} positions ({field_name} in its config); {fix}")  # fmt: skip
+
+
+def lm_eval_budgets(benchmark: str) -> dict[str, int]:
+    """``{task: max_gen_toks}`` of a benchmark's generating lm-eval tasks, read from lm-eval's task YAML."""
+    import yaml
+
+    from sapo.evaluate.lm_eval_suite import _lm_eval_tasks_dir, load_benchmark
+
+    class Loader(yaml.SafeLoader):  # lm-eval's YAML holds !function tags
+        pass
+
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    budgets = {}
+    for key, spec in load_benchmark(benchmark)["tasks"].items():
+        task = yaml.load((_lm_eval_tasks_dir() / spec["builtin"]).read_text(), Loader=Loader)  # noqa: S506
+        if task.get("output_type") == "generate_until":  # 256: lm-eval's HFLM.max_gen_toks when the task sets none
+            budgets[key] = (task.get("generation_kwargs") or {}).get("max_gen_toks", 256)
+    return budgets
+
+
 def generate_chat(
     loaded: LoadedModel,
     conversations: list[list[dict]],
@@ -72,6 +128,10 @@ def generate_chat(
     tok = loaded.tokenizer
     temps = temperatures or [0.0] * len(conversations)
     prompts = [generation_prompt_ids(tok, messages) for messages in conversations]
+    if prompts:  # MT-Bench's second turns are known only now
+        check_context(
+            desc, max_new_tokens, model_context(getattr(loaded.model, "config", None)), max(map(len, prompts))
+        )
     order = sorted(range(len(prompts)), key=lambda i: (temps[i], -len(prompts[i])))
     generator = torch.Generator(device=loaded.device).manual_seed(seed)
     eos, pad = stop_token_ids(loaded.model, tok)
