@@ -56,6 +56,7 @@ def test_recipe_values_are_checked_against_field_types_and_converted():
               "max_prompt_length": None}  # fmt: skip
     assert recipe_values(SAPOConfig, values, "r.yaml") == {"learning_rate": 1e-6, "max_steps": 3, "use_buffer": False,
                                                            "beta": 1.0, "output_dir": "x", "max_prompt_length": None}  # fmt: skip
+    assert recipe_values(SAPOConfig, {"max_prompt_length": "None"}, "r.yaml") == {"max_prompt_length": "None"}  # TRL's
     from sapo.train.spin import SPINConfig
 
     assert recipe_values(SPINConfig, {"spin_betas": ["0.1", 5]}, "r.yaml") == {"spin_betas": [0.1, 5.0]}

@@ -130,6 +130,8 @@ def recipe_values(config_cls, values: dict, path) -> dict:
         value = values.get(f.name)
         if kind is None or value is None:
             continue
+        if str(value).lower() in ("none", "null") and type(None) in typing.get_args(hints[f.name]):
+            continue  # an optional field written None (a string in YAML): TRL's parser reads it as None
         if kind[1]:
             items = value if isinstance(value, list) else [value]
             checked[f.name] = [_typed(v, kind[0], f"{f.name}[{i}]", path) for i, v in enumerate(items)]
