@@ -38,10 +38,10 @@ from sapo.errors import RecipeError
 from sapo.files import append_rows, atomic_write_json, drop_partial_last_line, read_complete_rows
 from sapo.log import get_logger, progress_disabled
 from sapo.train.baselines import PairedDPOTrainer, paired_dpo_trainer
+from sapo.train.checkpoints import AUTO, resume_point
 from sapo.train.config import HarnessArguments
 from sapo.train.copies import gathered
 from sapo.train.data import ChatExample, TokenLayout
-from sapo.train.checkpoints import AUTO, resume_point
 
 logger = get_logger(__name__)
 SPIN_REJECTED_FORMATS = ("retemplate", "raw")
