@@ -16,7 +16,8 @@ from faults import full_suite, never, run_killed_when, sapo_argv
 from sapo.evaluate.judge_server import JudgeServer
 
 REPO = Path(__file__).resolve().parents[1]
-SUITES = ("mtbench", "alpacaeval", "verifiable")
+# nox -s faults adds the lm-eval benchmarks (IFEval, the Open LLM fixtures): each rerun scores them whole again.
+SUITES = ("mtbench", "alpacaeval", "verifiable") + (("ifeval", "openllm") if full_suite() else ())
 pytestmark = pytest.mark.faults
 
 
@@ -88,7 +89,7 @@ def test_killed_eval_reruns_to_the_uninterrupted_result(tiny_model_dir, tmp_path
     results = [json.loads((out / "results.json").read_text())["benchmarks"] for out in (reference, resumed)]
     same = all(results[0][s]["metrics"] == results[1][s]["metrics"] for s in SUITES) and want == got
     for label in points:
-        fault_table.add(f"SIGKILL `sapo eval` (MT-Bench, AlpacaEval, verifiable) {label}", survived=same,
+        fault_table.add(f"SIGKILL `sapo eval` ({', '.join(SUITES)}) {label}", survived=same,
                         lost=lost, duplicated=duplicated,
                         note=f"judge asked again for {asked_again} in-flight request(s) over {len(points)} kill(s)")  # fmt: skip
     assert same and not lost and not duplicated, (lost, duplicated)
