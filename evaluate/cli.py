@@ -14,7 +14,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from sapo.argtypes import non_negative_int, positive_int
+from sapo.argtypes import non_negative_float, non_negative_int, positive_int
 from sapo.errors import RecipeError
 from sapo.evaluate.calibration import DEFAULT_PAIRS, MIN_PAIRS, load_pairs
 from sapo.files import held_lock, safe_name
@@ -155,6 +155,10 @@ def evaluate(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace, suite: list[str], output: Path) -> int:
     import torch
+
+    if args.judge_backoff is not None:
+        logger.warning("sapo eval: --judge-backoff is ignored and will be removed: the openai client waits as the "
+                       "server's Retry-After says, or 0.5 s doubling to 8 s with jitter (--judge-max-retries)")  # fmt: skip
 
     from sapo.evaluate.judge import HOW_TO_CONFIGURE
     from sapo.evaluate.results import model_provenance, package_versions, write_results
@@ -366,6 +370,8 @@ def add_eval_command(sub) -> None:
     judge.add_argument("--judge-max-retries", type=non_negative_int, default=6,
                        help="retries of one request on 429/5xx/timeouts, by the openai client: waits 0.5 s doubling "
                        "to 8 s with jitter, or the server's Retry-After (default 6)")  # fmt: skip
+    # Kept one release so old scripts still run: the openai client now sets the wait (a warning says so).
+    judge.add_argument("--judge-backoff", type=non_negative_float, help=argparse.SUPPRESS)
     judge.add_argument("--judge-cache", metavar="FILE",
                        help="judgment cache (default OUTPUT/judge_cache.jsonl); one file shared by several runs asks "
                        "the judge each calibration pair once")  # fmt: skip

@@ -125,6 +125,8 @@ def generate_chat(
     """
     from tqdm.auto import tqdm
 
+    if batch_size < 1:  # the CLI checks its flag; a library caller would otherwise loop forever (start += 0)
+        raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size}")
     tok = loaded.tokenizer
     temps = temperatures or [0.0] * len(conversations)
     prompts = [generation_prompt_ids(tok, messages) for messages in conversations]

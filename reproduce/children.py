@@ -76,13 +76,15 @@ _PR_SET_PDEATHSIG = 1
 
 
 def die_with_parent() -> None:
-    """In the child, before it runs: ask Linux to SIGKILL it when ``sapo reproduce`` dies. Otherwise a killed
+    """In the child, before it runs: ask Linux to send it SIGTERM when ``sapo reproduce`` dies. Otherwise a killed
     reproduce leaves its training running, orphaned, and the rerun finds the run folder locked by it (or, without
-    the lock, both would write one folder). Elsewhere (no prctl) the child outlives its parent as before."""
+    the lock, both would write one folder). SIGTERM, not SIGKILL: a plain ``sapo`` child dies of it at once, and
+    ``accelerate launch`` (torchrun's agent) takes it as the signal to stop its worker processes, which a SIGKILL
+    would leave running. Elsewhere (no prctl) the child outlives its parent as before."""
     if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
         if os.getppid() == 1:  # the parent died before prctl took effect
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def drop_checkpoints(model_dir: Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from sapo.errors import CheckpointError
-from sapo.train.checkpoints import AUTO, resume_point
+from sapo.train.checkpoints import AUTO, SAPO_WRITING, resume_point
 
 
 def lay_out(folder, steps_complete, steps_incomplete, marker="trainer_state.json"):
@@ -34,7 +34,25 @@ def test_auto_starts_clean_where_true_stops_when_nothing_is_complete(tmp_path):
 
 def test_the_marker_decides_completeness(tmp_path):
     lay_out(tmp_path, [3], [], marker="trainer_state.json")  # HF's part written, SAPO's state not yet
+    (tmp_path / "checkpoint-3" / SAPO_WRITING).touch()  # SAPO began this one
     assert resume_point(tmp_path, AUTO, "sapo_state.json") is None
+    assert not (tmp_path / "checkpoint-3").exists()
+
+
+def test_a_marker_cut_mid_write_is_not_complete(tmp_path):
+    lay_out(tmp_path, [1, 2], [])
+    (tmp_path / "checkpoint-2" / "trainer_state.json").write_text(
+        '{"log_history": [{"loss": 0.6'
+    )  # HF writes in place
+    assert resume_point(tmp_path, AUTO) == str(tmp_path / "checkpoint-1")
+
+
+def test_another_methods_checkpoints_are_refused_not_deleted(tmp_path):
+    """A SAPO run pointed at a folder of DPO checkpoints (complete by HF's rule, no SAPO marks) stops."""
+    lay_out(tmp_path, [2], [], marker="trainer_state.json")
+    with pytest.raises(CheckpointError, match="another method's complete checkpoint"):
+        resume_point(tmp_path, AUTO, "sapo_state.json")
+    assert (tmp_path / "checkpoint-2" / "model.safetensors").is_file()
 
 
 def test_explicit_folders_and_no_resume_pass_through(tmp_path):

@@ -338,3 +338,11 @@ def test_data_sources_and_bad_input_are_named(tmp_path, caplog):
     judge = Judge(JudgeSettings(model="m"), tmp_path / "cache.jsonl")
     with pytest.raises(RecipeError, match="alpaca_eval_gpt4_turbo_fn.*tool"):  # tools would be dropped silently
         write_annotator_config("alpaca_eval_gpt4_turbo_fn", judge, tmp_path)
+
+
+def test_generate_chat_refuses_batch_size_0(loaded):
+    """The CLI range-checks --batch-size; a library call with 0 used to loop forever."""
+    from sapo.evaluate.generation import generate_chat
+
+    with pytest.raises(ValueError, match="batch_size: expected an integer >= 1, got 0"):
+        generate_chat(loaded, [[{"role": "user", "content": "hi"}]], batch_size=0)

@@ -22,6 +22,7 @@ BAD_NUMBERS = [
     ("--seed", "1.5"),
     ("--max-new-tokens", "0"),
     ("--judge-max-retries", "-1"),
+    ("--judge-backoff", "-1"),  # deprecated, ignored with a warning; still range-checked
     ("--calibration-pairs", "-1"),
     ("--judge-repeats", "0"),
     ("--local-judge-max-tokens", "0"),

@@ -4,6 +4,7 @@ interleaving its files with the first; the first finishes untouched, and a kille
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -21,8 +22,9 @@ pytestmark = pytest.mark.faults
 
 def test_two_trainings_into_one_folder(tiny_model_dir, tmp_path, fault_table):
     out = tmp_path / "run"
-    first = subprocess.Popen(train_argv("sapo-dpo", tiny_model_dir, out, 0), cwd=REPO, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)  # fmt: skip
+    # Long enough (40 steps) that the second run, importing torch and TRL, starts while the first still trains.
+    first = subprocess.Popen(train_argv("sapo-dpo", tiny_model_dir, out, 0) + ["--max_steps", "40"], cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         deadline = time.monotonic() + 300
         while not (out / "checkpoint-1").is_dir() and first.poll() is None and time.monotonic() < deadline:
@@ -52,8 +54,15 @@ def test_eval_into_a_folder_in_use_and_after_its_holder_dies(tiny_model_dir, tmp
         refused = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
     clear = refused.returncode == 2 and f"{out}: in use by another sapo process" in refused.stderr
     assert not (out / "results.json").exists()
-    # A holder killed with SIGKILL: the kernel drops its lock, so the next run goes ahead.
-    holder = run_killed_when(argv, lambda: (out.parent / f".{out.name}.lock").is_file(), cwd=REPO)
+    # A holder killed with SIGKILL: the kernel drops its lock, so the next run goes ahead. Killed once the lock file
+    # names another pid than this test's (which held it above), so the child really held it.
+    lock = out.parent / f".{out.name}.lock"
+
+    def child_holds_it() -> bool:
+        text = lock.read_text() if lock.is_file() else ""
+        return text.startswith("pid ") and not text.startswith(f"pid {os.getpid()},")
+
+    holder = run_killed_when(argv, child_holds_it, cwd=REPO)
     assert holder.killed
     after = run_killed_when(argv, never, cwd=REPO)
     fault_table.add("two `sapo eval` runs into one output folder", survived=clear and after.returncode == 0)

@@ -11,7 +11,7 @@ import random
 from pathlib import Path
 
 import pytest
-from faults import full_suite, never, run_killed_when, sapo_argv
+from faults import fault_trials, full_suite, never, run_killed_when, sapo_argv
 
 from sapo.evaluate.judge_server import JudgeServer
 
@@ -51,35 +51,23 @@ def cache_keys(out: Path) -> list[str]:
 
 
 def kill_points(server: JudgeServer, reference_requests: int, out: Path, rng: random.Random) -> dict:
-    """Where to kill: after a random number of MT-Bench/AlpacaEval judgments, and once AlpacaEval is recorded
-    (the verifiable set being scored)."""
+    """Where to kill: after a random number of MT-Bench/AlpacaEval judgments; under nox -s faults also once
+    AlpacaEval is recorded (the verifiable set being scored) and once the verifiable set is (lm-eval scoring)."""
     mid = rng.randint(1, reference_requests - 1)
 
-    def scoring_verifiable() -> bool:
+    def recorded(benchmark: str):  # results.json is replaced atomically: it always parses
         results = out / "results.json"
-        return results.is_file() and "alpacaeval" in results.read_text()
+        return lambda: results.is_file() and benchmark in json.loads(results.read_text())["benchmarks"]
 
     points = {"mid-judging": lambda: server.requests >= mid}
     if full_suite():
-        points["while scoring the verifiable set"] = scoring_verifiable
+        points["while scoring the verifiable set"] = recorded("alpacaeval")
+        points["while lm-eval scores IFEval"] = recorded("verifiable")
     return points
 
 
-def test_killed_eval_reruns_to_the_uninterrupted_result(tiny_model_dir, tmp_path, fault_table):
-    with JudgeServer(scripted_judge, "scripted") as server:
-        reference = tmp_path / "reference"
-        done = run_killed_when(eval_argv(tiny_model_dir, reference, server.base_url), never, cwd=REPO)
-        assert done.returncode == 0, done.output[-3000:]
-        asked_by_reference = server.requests
-        resumed = tmp_path / "resumed"
-        points = kill_points(server, asked_by_reference, resumed, random.Random(0))
-        server.requests = 0
-        for label, point in points.items():
-            outcome = run_killed_when(eval_argv(tiny_model_dir, resumed, server.base_url), point, cwd=REPO)
-            assert outcome.killed, f"finished before the kill point {label}: " + outcome.output[-2000:]
-        final = run_killed_when(eval_argv(tiny_model_dir, resumed, server.base_url), never, cwd=REPO)
-        assert final.returncode == 0, final.output[-3000:]
-        asked_again = server.requests - asked_by_reference
+def compare_outputs(reference: Path, resumed: Path) -> tuple[bool, int, int]:
+    """(results and per-item scores equal, items lost, items or judgments duplicated)."""
     want, got = items_of(reference), items_of(resumed)
     lost = sum(len(set(want[s][m]) - set(got[s].get(m, {}))) for s in SUITES for m in want[s])
     duplicated = sum(got[s][m][i][1] > want[s][m][i][1] for s in SUITES for m in want[s]
@@ -88,9 +76,29 @@ def test_killed_eval_reruns_to_the_uninterrupted_result(tiny_model_dir, tmp_path
     duplicated += len(keys) - len(set(keys))
     results = [json.loads((out / "results.json").read_text())["benchmarks"] for out in (reference, resumed)]
     same = all(results[0][s]["metrics"] == results[1][s]["metrics"] for s in SUITES) and want == got
-    for label in points:
-        fault_table.add(f"SIGKILL `sapo eval` ({', '.join(SUITES)}) {label}", survived=same,
-                        lost=lost, duplicated=duplicated,
-                        note=f"judge asked again for {asked_again} in-flight request(s) over {len(points)} kill(s)")  # fmt: skip
-    assert same and not lost and not duplicated, (lost, duplicated)
-    assert 0 <= asked_again <= 4 * len(points)  # at most what each kill cut short: 4 judging threads
+    return same, lost, duplicated
+
+
+def test_killed_eval_reruns_to_the_uninterrupted_result(tiny_model_dir, tmp_path, fault_table):
+    with JudgeServer(scripted_judge, "scripted") as server:
+        reference = tmp_path / "reference"
+        done = run_killed_when(eval_argv(tiny_model_dir, reference, server.base_url), never, cwd=REPO)
+        assert done.returncode == 0, done.output[-3000:]
+        asked_by_reference = server.requests
+        for trial in range(fault_trials()):
+            resumed = tmp_path / f"resumed-{trial}"
+            points = kill_points(server, asked_by_reference, resumed, random.Random(trial))
+            server.requests = 0
+            for label, point in points.items():
+                outcome = run_killed_when(eval_argv(tiny_model_dir, resumed, server.base_url), point, cwd=REPO)
+                assert outcome.killed, f"finished before the kill point {label}: " + outcome.output[-2000:]
+            final = run_killed_when(eval_argv(tiny_model_dir, resumed, server.base_url), never, cwd=REPO)
+            assert final.returncode == 0, final.output[-3000:]
+            asked_again = server.requests - asked_by_reference
+            same, lost, duplicated = compare_outputs(reference, resumed)
+            for label in points:
+                fault_table.add(f"SIGKILL `sapo eval` ({', '.join(SUITES)}) {label}", survived=same, lost=lost,
+                                duplicated=duplicated, note="a kill re-asks the judge at most the requests in "
+                                "flight (4 judging threads); lm-eval benchmarks are scored whole again")  # fmt: skip
+            assert same and not lost and not duplicated, (trial, lost, duplicated)
+            assert 0 <= asked_again <= 4 * len(points)  # at most what each kill cut short: 4 judging threads

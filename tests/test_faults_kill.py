@@ -17,7 +17,7 @@ from faults import fault_trials, full_suite, full_suite_only, never, run_killed_
 from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[1]
-STEPS = 5
+STEPS = 8
 ATOL = 0.0 if not torch.cuda.is_available() else 1e-6
 RECIPES = {
     "sapo-dpo": "recipes/embedded/smollm2-135m/sapo-dpo/config_cpu.yaml",
@@ -61,7 +61,7 @@ class KillPoint:
             generated = self.out / "iteration-1" / "generated.jsonl"
             return generated.is_file() and generated.stat().st_size > 0
         folder = self.folder()
-        if self.kind == "inside-write":
+        if self.kind == "inside-write":  # the folder appears when its write begins (polled every 2 ms); label() checks
             return folder.is_dir()
         if self.seen_at is None and (folder / self.marker).is_file():
             self.seen_at = time.monotonic()
@@ -111,12 +111,15 @@ def run_trial(method: str, model_dir: Path, tmp: Path, trial: int, kinds: list[s
     assert done.returncode == 0, done.output[-3000:]
     labels = []
     for kind in kinds:
-        step = 1 if kind == "first-write" else rng.randint(1, STEPS - 1)
+        # A mid-step kill leaves at least three steps to go, so a fast machine cannot finish first.
+        step = 1 if kind == "first-write" else rng.randint(1, STEPS - 1 if kind == "inside-write" else STEPS - 4)
         point = KillPoint("inside-write" if kind == "first-write" else kind, resumed, COMPLETE[method], step,
                           rng.uniform(0.0, 0.5))  # fmt: skip
         outcome = run_killed_when(train_argv(method, model_dir, resumed, trial), point, cwd=REPO)
         assert outcome.killed, f"finished before the kill point {kind}: " + outcome.output[-2000:]
         labels.append(point.label())
+        if kind == "first-write":  # the regression this guards: a run killed inside its first checkpoint write
+            assert labels[-1] == "inside a checkpoint write", "the first checkpoint's write finished before the kill"
     final = run_killed_when(train_argv(method, model_dir, resumed, trial), never, cwd=REPO)
     return final, labels, reference, resumed
 

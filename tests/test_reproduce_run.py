@@ -153,7 +153,8 @@ def test_a_killed_reproduce_takes_its_child_with_it(tmp_path):
 
 
 def parent_script(pid_file: Path) -> str:
-    child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    tmp = f"{pid_file}.tmp"  # written whole, then renamed: the test never reads a half-written pid
+    child = f"import os, time; open({tmp!r}, 'w').write(str(os.getpid())); os.replace({tmp!r}, {str(pid_file)!r}); time.sleep(120)"
     return (
         "import sys\nfrom pathlib import Path\nfrom sapo.reproduce.children import Step, run_child\n"
         f"run_child(Step('sleep', [sys.executable, '-c', {child!r}]), Path('log.txt'), Path('.'))\n"

@@ -31,6 +31,7 @@ from sapo.log import get_logger
 
 logger = get_logger(__name__)
 SAPO_STATE = "sapo_state.json"  # written last into a checkpoint: its presence marks the checkpoint complete
+SAPO_WRITING = ".sapo-checkpoint"  # written first into a SAPO checkpoint: an incomplete folder without it is not ours
 TRAINER_STATE = "trainer_state.json"  # Hugging Face's last file in a checkpoint
 AUTO = "auto"
 
@@ -42,8 +43,28 @@ def checkpoints(output_dir: str | Path) -> list[Path]:
 
 
 def complete_checkpoints(output_dir: str | Path, marker: str = TRAINER_STATE) -> list[Path]:
-    """The checkpoints whose ``marker`` file (written last) is present, oldest first."""
-    return [f for f in checkpoints(output_dir) if (f / marker).is_file()]
+    """The checkpoints whose ``marker`` file (written last) is present and whole, oldest first. HF writes
+    ``trainer_state.json`` in place, so a kill inside that write leaves it present but cut: it must parse."""
+    return [f for f in checkpoints(output_dir) if _whole_json(f / marker)]
+
+
+def _whole_json(path: Path) -> bool:
+    import json
+
+    try:
+        json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _is_ours(folder: Path, marker: str) -> bool:
+    """Whether an incomplete ``folder`` was being written by this kind of run. A SAPO run finding a checkpoint
+    without ``sapo_state.json`` but with no SAPO start mark either was killed before the mark (no HF state either)
+    or holds another method's checkpoint (DPO's, complete by HF's rule): never delete that one."""
+    if marker != SAPO_STATE or (folder / SAPO_WRITING).is_file():
+        return True
+    return not _whole_json(folder / TRAINER_STATE)
 
 
 def resume_point(output_dir: str | Path, requested, marker: str = TRAINER_STATE, *,
@@ -55,11 +76,15 @@ def resume_point(output_dir: str | Path, requested, marker: str = TRAINER_STATE,
         return str(requested)  # an explicit folder: the trainer checks it
     complete = complete_checkpoints(output_dir, marker)
     newest = complete[-1] if complete else None
+    incomplete = [f for f in checkpoints(output_dir) if f not in complete]
+    foreign = [str(f) for f in incomplete if not _is_ours(f, marker)]
+    if foreign:
+        raise CheckpointError(f"{output_dir}: {', '.join(foreign)} hold(s) another method's complete checkpoint (no "
+                              f"{marker}): train into another output_dir, or delete them")  # fmt: skip
     if main_process:
-        for folder in checkpoints(output_dir):
-            if not (folder / marker).is_file():
-                logger.warning(f"{folder}: incomplete checkpoint (no {marker}: interrupted while written); deleted")
-                shutil.rmtree(folder, ignore_errors=True)
+        for folder in incomplete:
+            logger.warning(f"{folder}: incomplete checkpoint (no whole {marker}: interrupted while written); deleted")
+            shutil.rmtree(folder, ignore_errors=True)
     if newest is None:
         if requested is True:
             raise CheckpointError(f"{output_dir}: no complete checkpoint to resume from")

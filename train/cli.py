@@ -16,7 +16,7 @@ import yaml
 
 from sapo.argtypes import non_negative_int, positive_int
 from sapo.chat import CHAT_FORMATS, MULTI_TURNS
-from sapo.errors import RecipeError
+from sapo.errors import RecipeError, closest
 from sapo.log import get_logger
 from sapo.models import MODEL_HELP
 
@@ -78,10 +78,8 @@ def parse_recipe(path: str | Path, overrides: list[str]):
 
 
 def _did_you_mean(key: str, fields) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(key.replace("-", "_"), sorted(fields), n=1, cutoff=0.7)
-    return f" (did you mean {close[0]}?)" if close else ""
+    close = closest(key.replace("-", "_"), fields)
+    return f" (did you mean {close}?)" if close else ""
 
 
 def _field_kind(hint) -> tuple[type, bool] | None:

@@ -282,7 +282,8 @@ class SAPOConfig(HarnessArguments, DPOConfig):
     ema_decay: float = field(
         default=0.5,
         metadata={
-            "help": "EMA decay d in ema = d*ema + (1-d)*policy. Paper recipes: 0.5 (the code's own default: 0.992)."
+            "help": "EMA decay d in ema = d*ema + (1-d)*policy, in [0, 1). Paper recipes: 0.5 (the code's own "
+            "default: 0.992)."
         },
     )
     ema_update_steps: int = field(

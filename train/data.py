@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from sapo.chat import encode, render_conversation
-from sapo.errors import DataError, RecipeError
+from sapo.errors import DataError, RecipeError, closest
 from sapo.log import get_logger
 
 logger = get_logger(__name__)
@@ -156,13 +156,11 @@ def _check_messages(messages, where: str, name: str) -> list[dict]:
 
 def _did_you_mean(row: dict) -> str:
     """' (did you mean 'messages' for 'mesages'?)' when a key of ``row`` looks like a field the pipeline reads."""
-    import difflib
-
     known = (*CONVERSATION_FIELDS, "prompt", "response", "completion", "rejected")
     for key in row:
-        close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.75)
+        close = closest(str(key), known, cutoff=0.75)
         if close and key not in known:
-            return f" (did you mean '{close[0]}' for '{key}'?)"
+            return f" (did you mean '{close}' for '{key}'?)"
     return ""
 
 

@@ -34,7 +34,7 @@ from sapo.errors import CheckpointError
 from sapo.files import atomic_write_json
 from sapo.generation import sample_continuations, stop_token_ids
 from sapo.train.buffer import BufferEntry, ReplayBuffer, mean_age
-from sapo.train.checkpoints import SAPO_STATE, latest_complete_checkpoint, load_weights, rotate_checkpoints
+from sapo.train.checkpoints import SAPO_STATE, SAPO_WRITING, load_weights, resume_point, rotate_checkpoints
 from sapo.train.config import SAPOConfig
 from sapo.train.copies import frozen_copy
 from sapo.train.ema import copy_weights_, ema_update_, paired_parameters
@@ -303,14 +303,17 @@ class SAPOTrainer(ModelCardMixin, DPOTrainer):
         # HF rotates (save_total_limit) at the end of its save, before SAPO_STATE marks this checkpoint complete:
         # a crash in between could leave no complete one. Rotate only once it is complete.
         limit, self.args.save_total_limit = self.args.save_total_limit, None
+        folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+        if self.args.should_save:  # first: a resume knows an incomplete folder here is SAPO's own (checkpoints.py)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / SAPO_WRITING).touch()
         try:
             super()._save_checkpoint(model, trial)
         finally:
             self.args.save_total_limit = limit
-        run_dir = Path(self._get_output_dir(trial=trial))
-        self._save_sapo_state(run_dir / f"checkpoint-{self.state.global_step}")
+        self._save_sapo_state(folder)
         if self.args.should_save:
-            rotate_checkpoints(run_dir, limit, self.state.best_model_checkpoint)
+            rotate_checkpoints(folder.parent, limit, self.state.best_model_checkpoint)
 
     def _frozen_models(self) -> list[tuple[str, torch.nn.Module]]:
         """The models a checkpoint carries besides the policy, by folder name."""
@@ -366,9 +369,8 @@ class SAPOTrainer(ModelCardMixin, DPOTrainer):
 
     def train(self, resume_from_checkpoint=None, **kwargs):
         if resume_from_checkpoint is True:  # the newest *complete* checkpoint, not merely the newest folder
-            resume_from_checkpoint = latest_complete_checkpoint(self.args.output_dir)
-            if resume_from_checkpoint is None:
-                raise CheckpointError(f"{self.args.output_dir}: no complete checkpoint to resume from")
+            resume_from_checkpoint = resume_point(self.args.output_dir, True, SAPO_STATE,
+                                                  main_process=self.accelerator.is_main_process)  # fmt: skip
         if resume_from_checkpoint:
             self._check_resumable(Path(resume_from_checkpoint))  # fail before any work is done
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)

@@ -34,3 +34,12 @@ class CheckpointError(SapoError):
 
 class OutputInUseError(SapoError):
     """Another sapo process is writing to the same output folder."""
+
+
+def closest(word: str, known, cutoff: float = 0.7) -> str | None:
+    """The entry of ``known`` that ``word`` most likely misspells (difflib's ratio >= ``cutoff``), or None: the
+    "did you mean" of a misspelled field, key or flag."""
+    import difflib
+
+    close = difflib.get_close_matches(word, sorted(known), n=1, cutoff=cutoff)
+    return close[0] if close else None
