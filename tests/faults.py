@@ -38,6 +38,9 @@ def full_suite_only():
     return pytest.mark.skipif(not full_suite(), reason="fault trial for nox -s faults only")
 
 
+INPUT_PREFIX = "bad input: "
+
+
 @dataclass
 class FaultRow:
     fault: str
@@ -64,10 +67,22 @@ class FaultTable:
             row.notes.append(note)
 
     def markdown(self) -> str:
+        """One row per fault; the many bad-input cases (one trial each) summed into one row, listed in ``cases()``."""
         lines = ["| fault | trials | survived | items lost | items duplicated |", "| :-- | --: | --: | --: | --: |"]
-        for r in self.rows.values():
+        inputs = [r for r in self.rows.values() if r.fault.startswith(INPUT_PREFIX)]
+        rows = [r for r in self.rows.values() if not r.fault.startswith(INPUT_PREFIX)]
+        if inputs:
+            rows.append(FaultRow(f"bad input: {len(inputs)} cases (each: exit 2, file/row/field/limit named, no "
+                                 "traceback, before any model loads where possible)", sum(r.trials for r in inputs),
+                                 sum(r.survived for r in inputs)))  # fmt: skip
+        for r in rows:
             lines.append(f"| {r.fault} | {r.trials} | {r.survived} | {r.items_lost} | {r.items_duplicated} |")
         return "\n".join(lines)
+
+    def cases(self) -> str:
+        """The bad-input cases, each with whether it gave the clear error."""
+        inputs = [r for r in self.rows.values() if r.fault.startswith(INPUT_PREFIX)]
+        return "\n".join(f"- {r.fault[len(INPUT_PREFIX) :]}: {r.survived}/{r.trials}" for r in inputs)
 
     def write(self, folder: Path) -> None:
         """faults.json (every row, with the machine and when) and README.md (the table and how it was made)."""
@@ -85,6 +100,7 @@ class FaultTable:
             "scored items missing from or repeated in the final output (goal 0 for both).\n\n"
             f"{self.markdown()}\n\n"
             + ("## Notes\n\n" + "\n".join(notes) + "\n\n" if notes else "")
+            + ("## Bad-input cases\n\n" + self.cases() + "\n\n" if self.cases() else "")
             + f"Measured with Python {meta['python']} on {meta['cpus']} CPUs ({meta['machine']}), "
             f"{meta['trials_per_fault']} trials per fault, finished {meta['finished']}.\n"
         )
