@@ -17,7 +17,9 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -85,6 +87,34 @@ def public_url(url: str | None) -> str:
     parts = urlsplit(url or "https://api.openai.com/v1")
     return urlunsplit((parts.scheme, parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname
                        else parts.netloc, parts.path, "", ""))  # fmt: skip
+
+
+class RedactURLs(logging.Filter):
+    """Drop user:password@ and query strings (``?api-key=...``) from every URL in a log record. httpx logs each
+    request's full URL at INFO, and a caller that sets the root logger to INFO (lm-eval does) would print the
+    judge URL's credentials on the terminal."""
+
+    _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)(?:[^/@\s\"']*@)?([^\s\"'?]*)(?:\?[^\s\"']*)?")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = self._URL.sub(lambda m: m.group(1) + m.group(2), message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        return True
+
+
+# The openai client's stack, whichever httpx it has. A logger's filter sees only records logged to that very logger,
+# so each module logger is named.
+_HTTP_LOGGERS = ("httpx", "httpx2", "httpcore.connection", "httpcore.http11", "openai", "openai._base_client")
+
+
+def redact_http_logs() -> None:
+    """Put ``RedactURLs`` on the HTTP client's loggers, once."""
+    for name in _HTTP_LOGGERS:
+        http_logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactURLs) for f in http_logger.filters):
+            http_logger.addFilter(RedactURLs())
 
 
 @dataclass
@@ -163,6 +193,7 @@ class Judge:
         if self._client is None:
             from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
+            redact_http_logs()
             import openai
 
             key = os.environ.get(self.settings.api_key_env) or "no-key"  # local servers need none
