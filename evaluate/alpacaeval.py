@@ -46,7 +46,7 @@ from unittest import mock
 from sapo.errors import DataError, RecipeError
 from sapo.evaluate.items import alpacaeval_items, bootstrap_all, write_items
 from sapo.evaluate.uncertainty import judge_spread, normal_interval
-from sapo.files import atomic_write_json, atomic_write_text, hub_offline
+from sapo.files import atomic_write_json, atomic_write_text, hub_offline, reuse_if_made_with
 from sapo.log import get_logger
 
 logger = get_logger(__name__)
@@ -170,23 +170,9 @@ def _write_outputs(path: Path, generator: str, rows: list[dict], done: dict, mad
 
 
 def _reuse_outputs(path: Path, made_with: dict) -> dict[str, str]:
-    """instruction -> output from an earlier run of this folder, if made the same way (else nothing).
-
-    Anything else is generated again: the files of another setting, and a file that does not parse (our writes
-    are atomic, but a copy or a full disk can still cut one). The outputs file is written before its
-    ``.meta.json``, so a stale meta is removed first: a kill between the two must not pair new outputs with the
-    old settings."""
-    meta = path.with_suffix(".meta.json")
-    try:
-        if json.loads(meta.read_text(encoding="utf-8")) == made_with:
-            return {row["instruction"]: row["output"] for row in json.loads(path.read_text(encoding="utf-8"))}
-    except FileNotFoundError:
-        pass
-    except (ValueError, TypeError, KeyError) as err:  # ValueError: bad JSON or UTF-8; the others: a wrong shape
-        logger.warning(f"AlpacaEval: {path} or its .meta.json does not read back ({err}); generating the outputs "
-                       "again")  # fmt: skip
-    meta.unlink(missing_ok=True)
-    return {}
+    """instruction -> output from an earlier run of this folder, if made the same way (else nothing)."""
+    read = lambda p: {row["instruction"]: row["output"] for row in json.loads(p.read_text(encoding="utf-8"))}  # noqa: E731
+    return reuse_if_made_with(path, made_with, read, lambda why: logger.warning(f"AlpacaEval: {why}")) or {}
 
 
 # --------------------------------------------------------------------------- judging

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import json
 import re
 import time
 import uuid
@@ -32,7 +31,7 @@ from pathlib import Path
 from sapo.errors import DataError
 from sapo.evaluate.items import bootstrap_all, mtbench_items, write_items
 from sapo.evaluate.uncertainty import judge_spread
-from sapo.files import atomic_write_json, read_jsonl, safe_name, write_jsonl
+from sapo.files import atomic_write_json, read_jsonl, reuse_if_made_with, safe_name, write_jsonl
 from sapo.log import get_logger
 
 logger = get_logger(__name__)
@@ -250,21 +249,16 @@ def run_mtbench(loaded, judge, output_dir: Path, *, data: str = "auto", limit: i
 
 
 def _reuse_answers(path: Path, questions: list[dict], made_with: dict) -> list[dict] | None:
-    """Answers of an earlier run of this output folder, if made the same way for exactly these questions.
+    """Answers of an earlier run of this output folder, if made the same way for exactly these questions (other
+    questions under the same settings, as with another --limit, are answered again; their meta still holds)."""
 
-    Anything else is answered again, a file that does not parse included (our writes are atomic, but a copy or
-    a full disk can still cut one). The answers are written before their ``.meta.json``, so a stale meta is
-    removed first: a kill between the two must not pair new answers with the old settings."""
-    meta = path.with_suffix(".meta.json")
-    try:
-        if json.loads(meta.read_text(encoding="utf-8")) == made_with:
-            rows = read_jsonl(path)
-            if [r["question_id"] for r in rows] == [q["question_id"] for q in questions]:
-                return rows
-            return None  # other questions (--limit), same settings: the meta still holds
-    except FileNotFoundError:
-        pass
-    except (ValueError, TypeError, KeyError) as err:  # ValueError: bad JSON or UTF-8; the others: a wrong shape
-        logger.warning(f"MT-Bench: {path} or its .meta.json does not read back ({err}); answering again")
-    meta.unlink(missing_ok=True)
+    def read(p: Path) -> list[dict]:
+        rows = read_jsonl(p)
+        if any("question_id" not in r for r in rows):
+            raise KeyError("question_id")  # a wrong shape: answered again
+        return rows
+
+    rows = reuse_if_made_with(path, made_with, read, lambda why: logger.warning(f"MT-Bench: {why}"))
+    if rows is not None and [r["question_id"] for r in rows] == [q["question_id"] for q in questions]:
+        return rows
     return None

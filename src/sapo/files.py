@@ -84,6 +84,24 @@ def publish_folder(target: str | Path, write: Callable[[Path], None]) -> Path:
     return target
 
 
+def reuse_if_made_with(path: Path, made_with: dict, read: Callable[[Path], object], warn: Callable[[str], None]):
+    """``read(path)`` when ``path``'s ``.meta.json`` (the settings it was made with) equals ``made_with``, else
+    None. Generated outputs (MT-Bench answers, AlpacaEval outputs) are written before their meta, so a meta that
+    does not match is removed: a kill between the two must never pair new outputs with old settings. A file that
+    does not read back (our writes are atomic, but a copy or a full disk can cut one) is made again, with a
+    ``warn``ing."""
+    meta = path.with_suffix(".meta.json")
+    try:
+        if json.loads(meta.read_text(encoding="utf-8")) == made_with:
+            return read(path)
+    except FileNotFoundError:
+        pass
+    except (ValueError, TypeError, KeyError) as err:  # ValueError: bad JSON or UTF-8; the others: a wrong shape
+        warn(f"{path} or its .meta.json does not read back ({err}); making it again")
+    meta.unlink(missing_ok=True)
+    return None
+
+
 def is_published(folder: str | Path) -> bool:
     """Whether ``publish_folder`` finished writing ``folder``."""
     return (Path(folder) / COMPLETE_STAMP).is_file()
