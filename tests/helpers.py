@@ -38,3 +38,29 @@ def styled_tokenizer(base, style: str):
         )
     tok.chat_template = resolve_chat_template(style)
     return tok
+
+
+class Killed(Exception):
+    """Stands for a SIGKILL at a chosen point of a write."""
+
+
+def kill_at_publish(patch) -> None:
+    """Every atomic write dies at its rename (``os.replace``): the file being published never appears."""
+    import sapo.files
+
+    def killed_replace(src, dst):
+        raise Killed(dst)
+
+    patch.setattr(sapo.files.os, "replace", killed_replace)
+
+
+def kill_before_meta(patch, module) -> None:
+    """``module``'s ``atomic_write_json`` dies on a ``.meta.json``: the outputs are written, their settings not."""
+    real_write_json = module.atomic_write_json
+
+    def killed_before_meta(path, body, **kw):
+        if str(path).endswith(".meta.json"):
+            raise Killed(path)
+        return real_write_json(path, body, **kw)
+
+    patch.setattr(module, "atomic_write_json", killed_before_meta)

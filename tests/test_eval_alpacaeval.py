@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import Killed, kill_at_publish, kill_before_meta
 
 from sapo.errors import DataError, RecipeError
 from sapo.evaluate.alpacaeval import FIXTURES_DIR, HUB_EVAL_SET
@@ -147,17 +148,12 @@ def test_rerun_sends_no_request_twice(loaded, tmp_path):
     assert full["metrics"]["win_rate"] == pytest.approx(WIN_RATE)
 
 
-class Killed(Exception):
-    """Stands for a SIGKILL at a chosen point of a write."""
-
-
 def test_outputs_survive_a_kill_a_cut_file_and_a_stale_meta(loaded, tmp_path, monkeypatch):
     """model_outputs.json is replaced whole (a kill mid-write leaves the previous file); a file cut short anyway
     (a copy, a full disk) is answered again instead of crashing the rerun; outputs written just before a kill
     are never reused under the settings of the run before."""
     import sapo.evaluate.alpacaeval as alpacaeval
     import sapo.evaluate.generation as generation
-    import sapo.files
 
     asked = []
     real_generate = generation.generate_chat
@@ -173,11 +169,8 @@ def test_outputs_survive_a_kill_a_cut_file_and_a_stale_meta(loaded, tmp_path, mo
     generate(ALPACA_FIXTURES[:3])
     first = path.read_bytes()
 
-    def killed_replace(src, dst):
-        raise Killed(dst)
-
     with monkeypatch.context() as patch:  # killed while publishing the 6-row file
-        patch.setattr(sapo.files.os, "replace", killed_replace)
+        kill_at_publish(patch)
         with pytest.raises(Killed):
             generate(ALPACA_FIXTURES)
     assert path.read_bytes() == first and len(json.loads(first)) == 3  # the previous file, whole
@@ -189,15 +182,8 @@ def test_outputs_survive_a_kill_a_cut_file_and_a_stale_meta(loaded, tmp_path, mo
     asked.clear()
     assert generate(ALPACA_FIXTURES) and asked == []  # whole and made the same way: reused
 
-    real_write_json = alpacaeval.atomic_write_json
-
-    def killed_before_meta(path, body, **kw):
-        if str(path).endswith(".meta.json"):
-            raise Killed(path)
-        return real_write_json(path, body, **kw)
-
     with monkeypatch.context() as patch:  # another budget, killed between its outputs and its meta
-        patch.setattr(alpacaeval, "atomic_write_json", killed_before_meta)
+        kill_before_meta(patch, alpacaeval)
         with pytest.raises(Killed):
             generate(ALPACA_FIXTURES[:3], {"max_new_tokens": 2})
     asked.clear()

@@ -11,6 +11,7 @@ import types
 from pathlib import Path
 
 import pytest
+from helpers import Killed, kill_at_publish, kill_before_meta
 
 from sapo.errors import DataError
 from sapo.evaluate.items import read_items
@@ -119,16 +120,11 @@ def test_a_killed_run_resumes_without_judging_twice(tiny_model_dir, tmp_path):
         assert server.requests == 0
 
 
-class Killed(Exception):
-    """Stands for a SIGKILL at a chosen point of a write."""
-
-
 def test_answers_survive_a_kill_a_cut_file_and_a_stale_meta(tiny_model_dir, tmp_path, monkeypatch):
     """The answers file is replaced whole (a kill mid-write leaves the previous file); a file cut short anyway
     (a copy, a full disk) is answered again instead of crashing the rerun; answers written just before a kill
     are never reused under the settings of the run before."""
     import sapo.evaluate.mtbench as mtbench
-    import sapo.files
     from sapo.evaluate.generation import load_for_eval
     from sapo.evaluate.judge import Judge, JudgeSettings
 
@@ -148,11 +144,8 @@ def test_answers_survive_a_kill_a_cut_file_and_a_stale_meta(tiny_model_dir, tmp_
         run()
         first = answers.read_bytes()
 
-        def killed_replace(src, dst):
-            raise Killed(dst)
-
         with monkeypatch.context() as patch:  # another budget, killed while its answers file is published
-            patch.setattr(sapo.files.os, "replace", killed_replace)
+            kill_at_publish(patch)
             with pytest.raises(Killed):
                 run(max_new_tokens=3)
         assert answers.read_bytes() == first  # the previous file, whole
@@ -165,15 +158,8 @@ def test_answers_survive_a_kill_a_cut_file_and_a_stale_meta(tiny_model_dir, tmp_
         run()
         assert answered == []  # whole and made the same way: reused
 
-        real_write_json = mtbench.atomic_write_json
-
-        def killed_before_meta(path, body, **kw):
-            if str(path).endswith(".meta.json"):
-                raise Killed(path)
-            return real_write_json(path, body, **kw)
-
         with monkeypatch.context() as patch:  # another budget, killed between its answers and their meta
-            patch.setattr(mtbench, "atomic_write_json", killed_before_meta)
+            kill_before_meta(patch, mtbench)
             with pytest.raises(Killed):
                 run(max_new_tokens=3)
         answered.clear()
