@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sapo.errors import JudgeError
-from sapo.files import append_rows, read_complete_rows
+from sapo.files import append_shared_rows, read_complete_rows
 
 # Environment variables read when no flag is given.
 ENV_BASE_URL = "SAPO_JUDGE_BASE_URL"  # falls back to OPENAI_BASE_URL
@@ -152,26 +152,10 @@ class JudgmentCache:
     def put(self, entry: dict) -> None:
         with self._lock:
             self._entries[entry["key"]] = entry
-            cut = _ends_mid_line(self.path)  # a killed writer's last line: ours starts on a line of its own
-            with self.path.open("a", encoding="utf-8") as handle:
-                if cut:
-                    handle.write("\n")
-                append_rows(handle, [entry])
+            append_shared_rows(self.path, [entry])  # after a killed writer's cut line, on a line of its own
 
     def __len__(self) -> int:
         return len(self._entries)
-
-
-def _ends_mid_line(path: Path) -> bool:
-    """Whether the file's last byte is not a newline (an empty or absent file is not)."""
-    try:
-        with path.open("rb") as handle:
-            if handle.seek(0, os.SEEK_END) == 0:
-                return False
-            handle.seek(-1, os.SEEK_END)
-            return handle.read(1) != b"\n"
-    except FileNotFoundError:
-        return False
 
 
 class Judge:

@@ -198,6 +198,23 @@ def _end_of_last_line(handle, size: int, block: int = 1 << 16) -> int:
     return 0
 
 
+def append_shared_rows(path: str | Path, rows: list[dict]) -> None:
+    """Append rows to a JSONL that several processes may append to (a shared judge cache). A last line cut by a
+    killed writer is left in place (readers skip it; cutting it, as ``drop_partial_last_line`` does for a file's
+    only writer, could lose rows another process is appending) and the new rows start on a line of their own."""
+    path = Path(path)
+    with path.open("a+b") as probe:  # "a+": creates the file, reads its last byte
+        size = probe.seek(0, os.SEEK_END)
+        cut = False
+        if size:
+            probe.seek(size - 1)
+            cut = probe.read(1) != b"\n"
+    with path.open("a", encoding="utf-8") as handle:
+        if cut:
+            handle.write("\n")
+        append_rows(handle, rows)
+
+
 def append_rows(handle, rows: list[dict]) -> None:
     """Append rows to an open JSONL handle and make them durable before returning."""
     handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
