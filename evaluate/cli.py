@@ -35,7 +35,7 @@ class EvalRun:
     model: str
     output: Path
     data: str
-    limit: int | None
+    limits: dict[str, int]  # --limit: {"*": N} for every benchmark, or {suite: N}
     device: str
     dtype: str
     batch_size: int
@@ -45,6 +45,29 @@ class EvalRun:
     lm_eval_model: str | None = None  # what lm-eval loads: the model, or a folder giving it --chat-template
     calibration_pairs: int = DEFAULT_PAIRS  # judge calibration before MT-Bench and AlpacaEval (0: none)
     judge_repeats: int = 1  # MT-Bench and AlpacaEval judged this many times (the judge's own spread)
+
+    def limit(self, suite: str) -> int | None:
+        return limit_of(self.limits, suite)
+
+
+def parse_limit(text: str) -> dict[str, int]:
+    """``--limit``: N (the first N items of every benchmark) or SUITE=N[,SUITE=N] (of those benchmarks only)."""
+    try:
+        if "=" not in text:
+            return {"*": positive_int(text)}
+        pairs = [part.split("=", 1) for part in text.split(",") if part.strip()]
+        limits = {name.strip(): positive_int(value) for name, value in pairs}
+    except (ValueError, argparse.ArgumentTypeError) as e:
+        raise argparse.ArgumentTypeError(f"expected N or SUITE=N[,SUITE=N] with N >= 1; got {text!r} ({e})") from e
+    unknown = sorted(set(limits) - set(SUITE))
+    if unknown or not limits:
+        wanted = ", ".join(unknown) or repr(text)
+        raise argparse.ArgumentTypeError(f"unknown benchmark {wanted} in {text!r}: one of {', '.join(SUITE)}")
+    return limits
+
+
+def limit_of(limits: dict[str, int] | None, suite: str) -> int | None:
+    return (limits or {}).get(suite, (limits or {}).get("*"))
 
 
 def _lm_eval_data(data: str) -> str:
@@ -59,16 +82,17 @@ def _budget(run: EvalRun, key: str) -> dict:
 def _run_openllm(run: EvalRun, loaded, judge) -> dict:
     from sapo.evaluate.lm_eval_suite import run_openllm
 
-    return run_openllm(run.lm_eval_model or run.model, output_dir=run.output, limit=run.limit, batch_size=run.batch_size,
-                       device=run.device, dtype=run.dtype, data=_lm_eval_data(run.data), seed=run.seed)  # fmt: skip
+    return run_openllm(run.lm_eval_model or run.model, output_dir=run.output, limit=run.limit("openllm"),
+                       batch_size=run.batch_size, device=run.device, dtype=run.dtype, data=_lm_eval_data(run.data),
+                       seed=run.seed)  # fmt: skip
 
 
 def _run_ifeval(run: EvalRun, loaded, judge) -> dict:
     from sapo.evaluate.lm_eval_suite import run_ifeval
 
-    return run_ifeval(run.lm_eval_model or run.model, output_dir=run.output, limit=run.limit, batch_size=run.batch_size,
-                      device=run.device, dtype=run.dtype, data=_lm_eval_data(run.data), seed=run.seed,
-                      **_budget(run, "max_gen_toks"))  # fmt: skip
+    return run_ifeval(run.lm_eval_model or run.model, output_dir=run.output, limit=run.limit("ifeval"),
+                      batch_size=run.batch_size, device=run.device, dtype=run.dtype, data=_lm_eval_data(run.data),
+                      seed=run.seed, **_budget(run, "max_gen_toks"))  # fmt: skip
 
 
 def _run_mtbench(run: EvalRun, loaded, judge) -> dict:
@@ -76,8 +100,9 @@ def _run_mtbench(run: EvalRun, loaded, judge) -> dict:
     from sapo.evaluate.mtbench import load_mtbench_data, run_mtbench
 
     calibration = calibrate_mtbench(judge, load_mtbench_data(run.data), run.calibration_pairs)  # first: cheap
-    entry = run_mtbench(loaded, judge, run.output, data=run.data, limit=run.limit, batch_size=run.batch_size,
-                        seed=run.seed, fingerprint=loaded.fingerprint, judge_repeats=run.judge_repeats,
+    entry = run_mtbench(loaded, judge, run.output, data=run.data, limit=run.limit("mtbench"),
+                        batch_size=run.batch_size, seed=run.seed, fingerprint=loaded.fingerprint,
+                        judge_repeats=run.judge_repeats,
                         **_budget(run, "max_new_tokens"))  # fmt: skip
     return {**entry, "calibration": calibration}
 
@@ -87,8 +112,9 @@ def _run_alpacaeval(run: EvalRun, loaded, judge) -> dict:
     from sapo.evaluate.calibration import calibrate_alpacaeval
 
     calibration = calibrate_alpacaeval(judge, run.output / "alpacaeval", run.calibration_pairs)
-    entry = run_alpacaeval(loaded, judge, run.output, data=run.data, limit=run.limit, batch_size=run.batch_size,
-                           seed=run.seed, fingerprint=loaded.fingerprint, judge_repeats=run.judge_repeats,
+    entry = run_alpacaeval(loaded, judge, run.output, data=run.data, limit=run.limit("alpacaeval"),
+                           batch_size=run.batch_size, seed=run.seed, fingerprint=loaded.fingerprint,
+                        judge_repeats=run.judge_repeats,
                            **_budget(run, "max_new_tokens"))  # fmt: skip
     return {**entry, "calibration": calibration}
 
@@ -96,8 +122,8 @@ def _run_alpacaeval(run: EvalRun, loaded, judge) -> dict:
 def _run_verifiable(run: EvalRun, loaded, judge) -> dict:
     from sapo.evaluate.verifiable import run_verifiable
 
-    return run_verifiable(loaded, run.output, limit=run.limit, batch_size=run.batch_size, seed=run.seed,
-                          **_budget(run, "max_new_tokens"))  # fmt: skip
+    return run_verifiable(loaded, run.output, limit=run.limit("verifiable"), batch_size=run.batch_size,
+                          seed=run.seed, **_budget(run, "max_new_tokens"))  # fmt: skip
 
 
 RUNNERS = {"openllm": _run_openllm, "ifeval": _run_ifeval, "mtbench": _run_mtbench, "alpacaeval": _run_alpacaeval,
@@ -174,7 +200,7 @@ def _evaluate(args: argparse.Namespace, suite: list[str], output: Path) -> int:
 
         lm_eval_model = str(with_chat_template(resolve_model_path(args.model),
                                                resolve_chat_template(args.chat_template), output / "lm_eval_model"))  # fmt: skip
-    run = EvalRun(args.model, output, args.data, args.limit, device, dtype, args.batch_size, args.seed,
+    run = EvalRun(args.model, output, args.data, args.limit or {}, device, dtype, args.batch_size, args.seed,
                   args.max_new_tokens, args.chat_template, lm_eval_model, args.calibration_pairs,
                   args.judge_repeats)  # fmt: skip
     loaded = _load(run) if set(suite) & set(GENERATING) else None
@@ -185,7 +211,8 @@ def _evaluate(args: argparse.Namespace, suite: list[str], output: Path) -> int:
     else:
         path = str(resolve_model_path(run.model))
         model_info = model_provenance(run.model, path, load_tokenizer(path), run.dtype)
-    run_info = {"suite": suite, "data": run.data, "limit": run.limit, "seed": run.seed, "device": run.device,
+    run_info = {"suite": suite, "data": run.data, "limit": _recorded_limit(run.limits), "seed": run.seed,
+                "device": run.device,
                 "dtype": run.dtype, "batch_size": run.batch_size, "max_new_tokens": run.max_new_tokens or "each benchmark's",
                 "chat_template": run.chat_template or "the tokenizer's own",
                 "command": _public_command(sys.argv, args.judge_base_url)}  # fmt: skip
@@ -215,6 +242,11 @@ def _evaluate(args: argparse.Namespace, suite: list[str], output: Path) -> int:
     return 0 if ran else 2
 
 
+def _recorded_limit(limits: dict[str, int]) -> int | dict[str, int] | None:
+    """results.json's run.limit: N when it applies to every benchmark (as before), else {suite: N}, None for none."""
+    return limits.get("*") if set(limits) <= {"*"} else limits
+
+
 def preflight(args: argparse.Namespace, suite: list[str]) -> None:
     """What can be checked before any model loads: a chat template where one is needed, and each benchmark's answer
     budget (plus its longest prompt, where the prompts are local) against the model's context."""
@@ -241,7 +273,8 @@ def preflight(args: argparse.Namespace, suite: list[str]) -> None:
                 check_context(f"openllm: {task}", budget, context, flag=None)
             continue
         budget, texts = benchmark_defaults(name, args.data)
-        prompts = [generation_prompt_ids(tokenizer, [{"role": "user", "content": t}]) for t in texts[: args.limit]]
+        texts = texts[: limit_of(args.limit, name)]
+        prompts = [generation_prompt_ids(tokenizer, [{"role": "user", "content": t}]) for t in texts]
         check_context(name, args.max_new_tokens or budget, context, max(map(len, prompts)) if prompts else None)
 
 
@@ -344,9 +377,9 @@ def add_eval_command(sub) -> None:
     p.add_argument("--output", help="output folder (default: results/eval/<model>)")
     p.add_argument("--data", default="auto",
                    help="auto (real data when reachable, else offline fixtures), real, fixtures, or a folder")  # fmt: skip
-    p.add_argument(
-        "--limit", type=positive_int, help="first N items of each benchmark (quick looks; marked incomplete)"
-    )
+    p.add_argument("--limit", type=parse_limit, metavar="N|SUITE=N,...",
+                   help="first N items of each benchmark, or of the named ones only (verifiable=64); quick looks, "
+                   "marked incomplete")  # fmt: skip
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="default: bfloat16 on a GPU, float32 on a CPU")  # fmt: skip

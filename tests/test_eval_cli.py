@@ -11,11 +11,14 @@ import pytest
 
 from sapo import argtypes
 from sapo.cli import build_parser, main
-from sapo.evaluate.cli import _public_command
+from sapo.evaluate.cli import _public_command, _recorded_limit, limit_of, parse_limit
 from sapo.evaluate.judge_server import JudgeServer
 
 BAD_NUMBERS = [
     ("--limit", "0"),
+    ("--limit", "verifiable=0"),
+    ("--limit", "ifevl=3"),  # not a benchmark
+    ("--limit", "ifeval=two"),
     ("--batch-size", "0"),
     ("--batch-size", "two"),
     ("--seed", "-1"),
@@ -37,7 +40,7 @@ def _eval_parser() -> argparse.ArgumentParser:
 
 def test_every_numeric_flag_is_range_checked_and_tested():
     """A new numeric flag must use a sapo.argtypes type (a bare int accepts --batch-size 0) and join BAD_NUMBERS."""
-    checked = {argtypes.positive_int, argtypes.non_negative_int, argtypes.non_negative_float}
+    checked = {argtypes.positive_int, argtypes.non_negative_int, argtypes.non_negative_float, parse_limit}
     typed = {a.option_strings[0]: a.type for a in _eval_parser()._actions if a.type is not None}
     assert all(kind in checked for kind in typed.values()), typed
     assert set(typed) == {flag for flag, _ in BAD_NUMBERS}
@@ -57,6 +60,15 @@ def test_bad_numbers_exit_2_naming_the_flag_before_any_model_loads(flag, value, 
         main(["eval", "embedded", flag, value])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and flag in err and repr(value) in err and "Traceback" not in err
+
+
+def test_limit_applies_to_every_benchmark_or_to_the_named_ones():
+    every, some = parse_limit("5"), parse_limit("verifiable=64, ifeval=3")
+    assert [limit_of(every, s) for s in ("openllm", "verifiable")] == [5, 5]
+    assert [limit_of(some, s) for s in ("verifiable", "ifeval", "mtbench")] == [64, 3, None]
+    assert limit_of(None, "ifeval") is None
+    # results.json keeps its old shape (N or null) unless the limit names benchmarks
+    assert (_recorded_limit(every), _recorded_limit({}), _recorded_limit(some)) == (5, None, some)
 
 
 URL = "https://user:hunter2@judge.example:8443/v1?api-key=sk-in-query-123"

@@ -21,7 +21,7 @@ def test_each_scale_shows_only_the_columns_it_measures():
     for name in ("table2", "table3"):
         spec = load_spec(name)
         keys = {scale: [c.key for c in spec.at_scale(scale).columns] for scale in SCALES}
-        assert "verifiable" in keys["small"] and "verifiable" not in keys["paper"] + keys["embedded"]
+        assert "verifiable" in keys["small"] and "verifiable" in keys["embedded"] and "verifiable" not in keys["paper"]
         # the only offline judge failed calibration: no judged column at small scale, and no judge is asked
         assert not {"mtbench", "alpacaeval_lc", "alpacaeval_wr", "alpacaeval_len"} & set(keys["small"])
         assert "mtbench" in keys["paper"] and "mtbench" in keys["embedded"]
@@ -29,6 +29,8 @@ def test_each_scale_shows_only_the_columns_it_measures():
             assert "mtbench" not in plan.suites and "alpacaeval" not in plan.suites and "verifiable" in plan.suites
     assert [c.key for c in load_spec("table3").at_scale("small").columns] == ["verifiable", "openllm_avg", "ifeval"]
     assert "--judge" not in EVAL_ARGS["small"]
+    # embedded: the pipeline check scores a slice of the verifiable set (the <= 15 min budget), small all of it
+    assert EVAL_ARGS["embedded"][-2:] == ["--limit", "verifiable=64"] and "--limit" not in EVAL_ARGS["small"]
 
 
 def test_a_column_naming_an_unknown_scale_is_refused(tmp_path):
