@@ -17,15 +17,12 @@ from pathlib import Path
 from sapo.argtypes import non_negative_float, non_negative_int, positive_int
 from sapo.errors import RecipeError
 from sapo.evaluate.calibration import DEFAULT_PAIRS, MIN_PAIRS, load_pairs
+from sapo.evaluate.preflight import preflight
+from sapo.evaluate.suites import GENERATING, JUDGED, PAPER_SUITE, SUITE, limit_of, parse_limit, parse_suite
 from sapo.files import held_lock, safe_name
 from sapo.log import get_logger
 
 logger = get_logger(__name__)
-
-SUITE = ("openllm", "ifeval", "mtbench", "alpacaeval", "verifiable")
-PAPER_SUITE = SUITE[:4]  # the default; verifiable is the embedded families' held-out set (verifiable.py)
-JUDGED = ("mtbench", "alpacaeval")
-GENERATING = (*JUDGED, "verifiable")  # answered here with one loaded model (lm-eval loads its own)
 
 
 @dataclass(frozen=True)
@@ -48,26 +45,6 @@ class EvalRun:
 
     def limit(self, suite: str) -> int | None:
         return limit_of(self.limits, suite)
-
-
-def parse_limit(text: str) -> dict[str, int]:
-    """``--limit``: N (the first N items of every benchmark) or SUITE=N[,SUITE=N] (of those benchmarks only)."""
-    try:
-        if "=" not in text:
-            return {"*": positive_int(text)}
-        pairs = [part.split("=", 1) for part in text.split(",") if part.strip()]
-        limits = {name.strip(): positive_int(value) for name, value in pairs}
-    except (ValueError, argparse.ArgumentTypeError) as e:
-        raise argparse.ArgumentTypeError(f"expected N or SUITE=N[,SUITE=N] with N >= 1; got {text!r} ({e})") from e
-    unknown = sorted(set(limits) - set(SUITE))
-    if unknown or not limits:
-        wanted = ", ".join(unknown) or repr(text)
-        raise argparse.ArgumentTypeError(f"unknown benchmark {wanted} in {text!r}: one of {', '.join(SUITE)}")
-    return limits
-
-
-def limit_of(limits: dict[str, int] | None, suite: str) -> int | None:
-    return (limits or {}).get(suite, (limits or {}).get("*"))
 
 
 def _lm_eval_data(data: str) -> str:
@@ -128,14 +105,6 @@ def _run_verifiable(run: EvalRun, loaded, judge) -> dict:
 
 RUNNERS = {"openllm": _run_openllm, "ifeval": _run_ifeval, "mtbench": _run_mtbench, "alpacaeval": _run_alpacaeval,
            "verifiable": _run_verifiable}  # fmt: skip
-
-
-def parse_suite(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in SUITE]
-    if unknown or not names:
-        raise RecipeError(f"--suite: expected a comma list of {', '.join(SUITE)}; got {text!r}")
-    return names
 
 
 def default_output(model: str) -> Path:
@@ -245,60 +214,6 @@ def _evaluate(args: argparse.Namespace, suite: list[str], output: Path) -> int:
 def _recorded_limit(limits: dict[str, int]) -> int | dict[str, int] | None:
     """results.json's run.limit: N when it applies to every benchmark (as before), else {suite: N}, None for none."""
     return limits.get("*") if set(limits) <= {"*"} else limits
-
-
-def preflight(args: argparse.Namespace, suite: list[str]) -> None:
-    """What can be checked before any model loads: a chat template where one is needed, and each benchmark's answer
-    budget (plus its longest prompt, where the prompts are local) against the model's context."""
-    from sapo.chat import generation_prompt_ids, resolve_chat_template
-    from sapo.evaluate.generation import check_context, lm_eval_budgets, model_context
-    from sapo.evaluate.judge import JudgeSettings
-    from sapo.models import load_tokenizer, resolve_model_path
-
-    path = resolve_model_path(args.model)
-    tokenizer = load_tokenizer(path)
-    if args.chat_template:
-        tokenizer.chat_template = resolve_chat_template(args.chat_template)
-    chatting = [name for name in suite if name != "openllm"]
-    if tokenizer.chat_template is None and chatting:
-        raise RecipeError(f"{args.model}: the tokenizer has no chat template, which {', '.join(chatting)} needs: "
-                          "pass --chat-template (chatml, zephyr, llama3 or a .jinja file)")  # fmt: skip
-    context = model_context(path)
-    judged = args.judge == "local" or JudgeSettings.from_env(args.judge_model) is not None
-    for name in suite:
-        if name in JUDGED and not judged:
-            continue  # skipped for want of a judge
-        if name == "openllm":  # lm-eval's own budgets (GSM8K's 256); it keeps the end of a longer prompt
-            for task, budget in lm_eval_budgets("openllm").items():
-                check_context(f"openllm: {task}", budget, context, flag=None)
-            continue
-        budget, texts = benchmark_defaults(name, args.data)
-        texts = texts[: limit_of(args.limit, name)]
-        prompts = [generation_prompt_ids(tokenizer, [{"role": "user", "content": t}]) for t in texts]
-        check_context(name, args.max_new_tokens or budget, context, max(map(len, prompts)) if prompts else None)
-
-
-def benchmark_defaults(name: str, data: str) -> tuple[int, list[str]]:
-    """A benchmark's own answer budget, and its first-turn prompts where they are on this machine (AlpacaEval's may
-    be on the hub: each prompt is checked when answered, as MT-Bench's second turns are)."""
-    import inspect
-
-    from sapo.evaluate import alpacaeval, mtbench, verifiable
-    from sapo.evaluate.generation import lm_eval_budgets
-    from sapo.evaluate.lm_eval_suite import FIXTURES_DIR
-    from sapo.files import hub_offline, read_jsonl
-
-    if name == "ifeval":  # lm-eval's task config; the prompts of the fixtures or of a local copy
-        folder = FIXTURES_DIR if data == "fixtures" or data == "auto" and hub_offline() else Path(data)
-        file = folder / "ifeval" / "train.jsonl"
-        prompts = [row["prompt"] for row in read_jsonl(file)] if file.is_file() else []
-        return lm_eval_budgets("ifeval")["ifeval"], prompts
-    runner = {"mtbench": mtbench.run_mtbench, "alpacaeval": alpacaeval.run_alpacaeval,
-              "verifiable": verifiable.run_verifiable}[name]  # fmt: skip
-    budget = inspect.signature(runner).parameters["max_new_tokens"].default
-    if name == "mtbench":
-        return budget, [question["turns"][0] for question in mtbench.load_mtbench_data(data).questions]
-    return budget, [item["prompt"] for item in verifiable.load_items()] if name == "verifiable" else []
 
 
 def show_prompts(args: argparse.Namespace) -> int:

@@ -11,8 +11,9 @@ import pytest
 
 from sapo import argtypes
 from sapo.cli import build_parser, main
-from sapo.evaluate.cli import _public_command, _recorded_limit, limit_of, parse_limit
+from sapo.evaluate.cli import _public_command, _recorded_limit
 from sapo.evaluate.judge_server import JudgeServer
+from sapo.evaluate.suites import limit_of, parse_limit
 
 BAD_NUMBERS = [
     ("--limit", "0"),

@@ -120,7 +120,7 @@ def _prefetch(args: argparse.Namespace) -> int:
         if target.endswith((".yaml", ".yml")):
             needs += recipe_needs(target)
         else:
-            from sapo.evaluate.cli import parse_suite
+            from sapo.evaluate.suites import parse_suite
 
             needs += suite_needs(parse_suite(target))
     fetch_all(needs, dry_run=args.dry_run)
