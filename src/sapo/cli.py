@@ -110,6 +110,12 @@ def _add_rehearse_command(sub) -> None:
     add_rehearse_command(sub)
 
 
+def _add_bench_command(sub) -> None:
+    from sapo.bench.cli import add_bench_command
+
+    add_bench_command(sub)
+
+
 def _prefetch(args: argparse.Namespace) -> int:
     from sapo.evaluate.prefetch import suite_needs
     from sapo.prefetch import fetch_all
@@ -149,6 +155,7 @@ COMMANDS = [
     _add_reproduce_command,
     _add_plot_command,
     _add_rehearse_command,
+    _add_bench_command,
     _add_prefetch_command,
 ]
 

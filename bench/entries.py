@@ -1,0 +1,140 @@
+"""The measurements behind ``bench/goals.yaml``: each group runs once and yields the values of its entries.
+
+A group returns ``{entry: {"value": ..., "ours": ..., "baseline": ..., "detail": ...}}``; ``report.py``
+compares each value with its goal. Groups: ``step`` (SAPO's full step, its share generating, the step
+without generation, FLOP/s and decoding bandwidth against this machine's limits), ``memory``, the
+regression guards (``guards.py``), ``growth`` (``growth.py``) and ``reproduce``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from sapo.bench.measure import best, device, spread, synchronize, take_turns
+from sapo.bench.step import StepBench, StepShape, decode_bytes, training_flops
+from sapo.generation import sample_continuations
+
+
+@dataclass(frozen=True)
+class BenchContext:
+    """What every group is told: the model, how many turns, and whether to run the quick (test) sizes."""
+
+    model: str  # embedded, tiny or a checkpoint folder
+    model_path: str
+    rounds: int = 2
+    quick: bool = False
+
+    def shape(self, **changes) -> StepShape:
+        base = StepShape(segment=16, answer_tokens=48, prompt_tokens=16) if self.quick else StepShape()
+        return StepShape(**{**base.__dict__, **changes})
+
+
+def matmul_flops_per_s(n: int = 2048, repeats: int = 5) -> float:
+    """The machine's own matmul speed: best of ``repeats`` n x n float32 products (bf16 on a GPU), 2 n^3 each."""
+    dtype = torch.bfloat16 if device() == "cuda" else torch.float32
+    a = torch.randn(n, n, device=device(), dtype=dtype)
+    b = torch.randn(n, n, device=device(), dtype=dtype)
+    times = take_turns({"mm": lambda: (a @ b, synchronize())}, repeats)["mm"]
+    return 2 * n**3 / best(times)
+
+
+def copy_bytes_per_s(mib: int = 512, repeats: int = 5) -> float:
+    """The machine's copy bandwidth: bytes read plus bytes written per second copying ``mib`` MiB (STREAM's
+    convention for copy), best of ``repeats``."""
+    src = torch.ones(mib * 2**20 // 4, device=device())
+    dst = torch.empty_like(src)
+    times = take_turns({"copy": lambda: (dst.copy_(src), synchronize())}, repeats)["copy"]
+    return 2 * src.numel() * src.element_size() / best(times)
+
+
+def decode_bytes_per_s(model, contexts: list[list[int]], new_tokens: int, rounds: int) -> tuple[float, float]:
+    """Bytes a decoding step reads per second, and seconds per decoding step: generating ``new_tokens`` minus
+    generating 1 (the prefill), over the ``new_tokens - 1`` decoding steps; sampled as SAPO samples."""
+    kwargs = dict(pad_token_id=0, eos_token_id=None, temperature=0.7, top_k=50, top_p=0.95)
+
+    def generate(budget: int) -> None:
+        sample_continuations(model, contexts, budget, generator=torch.Generator().manual_seed(0), **kwargs)
+        synchronize()
+
+    times = take_turns({"full": partial(generate, new_tokens), "prefill": partial(generate, 1)}, rounds)
+    per_step = (best(times["full"]) - best(times["prefill"])) / (new_tokens - 1)
+    mean_context = max(map(len, contexts)) + new_tokens // 2
+    return decode_bytes(model, len(contexts), mean_context) / per_step, per_step
+
+
+def step_group(ctx: BenchContext) -> dict[str, dict]:
+    """SAPO's full step against TRL's DPO step, and both against this machine's matmul and copy speeds."""
+    shape = ctx.shape()
+    bench = StepBench(ctx.model_path, shape)
+    sides = {kind: partial(bench.step, kind) for kind in bench.trainers}
+    for run in sides.values():  # warm-up (take_turns' own would count generation in the share)
+        run()
+    sapo = bench.trainers["sapo"]
+    sapo.generation_seconds = 0.0
+    times = take_turns(sides, ctx.rounds, warmup=False)
+    full, no_gen, dpo = best(times["sapo"]), best(times["sapo_no_gen"]), best(times["dpo"])
+    share = sapo.generation_seconds / sum(times["sapo"])
+    noise = f"turn spread {max(spread(t) for t in times.values()):.0%}"
+    where = (f"batch {shape.batch}, prompt {shape.prompt_tokens} + answer {shape.answer_tokens} tokens, "
+             f"segment {shape.segment}")  # fmt: skip
+    config = bench.model.config
+    flops = training_flops(config, shape.batch, shape.max_length, reference=True)
+    matmul = matmul_flops_per_s()
+    contexts = [p + a[:32] for p, a in zip(*bench.batches["sapo"].values(), strict=True)]
+    decode, per_token = decode_bytes_per_s(sapo.ema_model, contexts, shape.segment, ctx.rounds)
+    copy = copy_bytes_per_s()
+    return {
+        "full_step": {"ours": full, "baseline": dpo, "value": full / dpo,
+                      "detail": f"{full:.2f} s vs {dpo:.2f} s; {where}; {noise}"},
+        "generation_share": {"value": share, "detail": f"{share * full:.2f} s of {full:.2f} s writing "
+                             f"{shape.batch} x {shape.segment} tokens"},
+        "step_no_generation": {"ours": no_gen, "baseline": dpo, "value": no_gen / dpo,
+                               "detail": f"{no_gen:.2f} s vs {dpo:.2f} s; {where}"},
+        "training_flops": {"ours": flops / no_gen, "baseline": matmul, "value": flops / no_gen / matmul,
+                           "detail": f"{flops / no_gen / 1e9:.1f} GFLOP/s ({flops / 1e9:.0f} GFLOP counted) vs "
+                           f"{matmul / 1e9:.1f} GFLOP/s (2048^2 matmul)"},
+        "decode_bandwidth": {"ours": decode, "baseline": copy, "value": decode / copy,
+                             "detail": f"{decode / 1e9:.2f} GB/s ({per_token * 1e3:.0f} ms per token, batch "
+                             f"{shape.batch}) vs {copy / 1e9:.2f} GB/s (512 MiB copy, read + write)"},
+    }  # fmt: skip
+
+
+def memory_group(ctx: BenchContext) -> dict[str, dict]:
+    from sapo.bench.memory import overhead
+
+    found = {}
+    for loss in ("dpo", "orpo"):
+        shape = ctx.shape(sapo_loss=loss)
+        result = overhead(ctx.model_path, shape)
+        parts = ", ".join(f"{name} {size / 2**20:.0f}" for name, size in result["parts_bytes"].items())
+        found[f"memory_sapo_{loss}"] = {
+            "ours": result["peak_bytes"], "baseline": result["sum_bytes"], "value": result["ratio"],
+            "detail": f"peak {result['peak_bytes'] / 2**20:.0f} MiB vs parts {result['sum_bytes'] / 2**20:.0f} MiB "
+                      f"({parts}); {'GPU allocated' if device() == 'cuda' else 'CPU resident set'}"}  # fmt: skip
+    return found
+
+
+def reproduce_group(ctx: BenchContext) -> dict[str, dict]:
+    """Wall time of ``sapo reproduce table2`` at the embedded scale from nothing: a fresh folder holding only
+    recipes/ and results/paper/ of this checkout (so no finished run is reused), this machine's model cache."""
+    from sapo.reproduce.paper_numbers import repository_root
+
+    root = repository_root()
+    with tempfile.TemporaryDirectory(prefix="sapo-bench-reproduce-") as tmp:
+        shutil.copytree(root / "recipes", Path(tmp) / "recipes")
+        shutil.copytree(root / "results" / "paper", Path(tmp) / "results" / "paper")
+        began = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "sapo.cli", "reproduce", "table2"], cwd=tmp, check=True,
+                       stdout=subprocess.DEVNULL, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})  # fmt: skip
+        seconds = time.perf_counter() - began
+    return {"reproduce_table2": {"value": seconds, "detail": f"{seconds / 60:.1f} min from a fresh folder"}}
