@@ -60,7 +60,8 @@ def run_bench(args: argparse.Namespace) -> int:
 
     goals = load_goals()
     groups = chosen_groups(args.only, goals)
-    ctx = BenchContext(args.model, str(resolve_model_path(args.model)), rounds=args.rounds, quick=args.quick)
+    ctx = BenchContext(args.model, str(resolve_model_path(args.model)), rounds=args.rounds, quick=args.quick,
+                       output=args.output)  # fmt: skip
     info = machine()
     output = Path(args.output)
     found: dict[str, dict] = {}
@@ -92,12 +93,22 @@ def _bench_command(args: argparse.Namespace) -> int:
 
         if args.gpus is None or args.gpu_type is None:
             raise RecipeError("--predict needs --gpus N and --gpu-type T (see bench/hardware.yaml; 'this' for here)")
-        print(predict_main(args.predict, args.gpus, args.gpu_type, rows=args.rows))
+        print(predict_main(args.predict, args.gpus, args.gpu_type, rows=args.rows, mfu=args.mfu,
+                           bandwidth_fraction=args.bandwidth_fraction))  # fmt: skip
         return 0
     return run_bench(args)
 
 
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1]; got {text!r}")
+    return value
+
+
 def add_bench_command(sub) -> None:
+    from sapo.bench.predict import BANDWIDTH_FRACTION, MFU
+
     p = sub.add_parser(
         "bench",
         help="what a step costs against TRL's DPO step and the machine's limits; how cost grows; --predict",
@@ -118,4 +129,16 @@ def add_bench_command(sub) -> None:
     predict.add_argument("--gpus", type=positive_int, help="GPUs the run would use")
     predict.add_argument("--gpu-type", help="a GPU of bench/hardware.yaml, or 'this' (this machine, from its sweep)")
     predict.add_argument("--rows", type=positive_int, help="training rows, where the recipe's dataset size is unknown")
+    predict.add_argument(
+        "--mfu",
+        type=fraction,
+        default=MFU,
+        help="share of the GPU's peak bf16 FLOP/s a training step reaches (default %(default)s)",
+    )
+    predict.add_argument(
+        "--bandwidth-fraction",
+        type=fraction,
+        default=BANDWIDTH_FRACTION,
+        help="share of the GPU's memory bandwidth a decoding step reaches (default %(default)s)",
+    )
     p.set_defaults(func=_bench_command)

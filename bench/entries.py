@@ -33,6 +33,7 @@ class BenchContext:
     model_path: str
     rounds: int = 2
     quick: bool = False
+    output: str = "results/bench"  # where files a group writes (the growth plot) land
 
     def shape(self, **changes) -> StepShape:
         base = StepShape(segment=16, answer_tokens=48, prompt_tokens=16) if self.quick else StepShape()

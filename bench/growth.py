@@ -222,6 +222,6 @@ def growth_group(ctx, output: str | Path | None = None) -> dict:
     logger.info(format_fit(fit, points))
     extra = {"growth_points": points, "growth_fit": fit}
     if not ctx.quick:
-        folder = Path(output or getattr(ctx, "output", None) or "results/bench")
+        folder = Path(output or ctx.output)
         extra["growth_png"] = plot_growth(points, fit, folder / f"growth-{machine_slug(machine())}.png").name
     return {"_extra": extra}
