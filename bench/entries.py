@@ -20,7 +20,15 @@ from pathlib import Path
 
 import torch
 
-from sapo.bench.measure import best, device, spread, synchronize, take_turns
+from sapo.bench.measure import (
+    best,
+    copy_bytes_per_s,
+    device,
+    matmul_flops_per_s,
+    spread,
+    synchronize,
+    take_turns,
+)
 from sapo.bench.step import StepBench, StepShape, decode_bytes, training_flops
 from sapo.generation import sample_continuations
 
@@ -38,24 +46,6 @@ class BenchContext:
     def shape(self, **changes) -> StepShape:
         base = StepShape(segment=16, answer_tokens=48, prompt_tokens=16) if self.quick else StepShape()
         return StepShape(**{**base.__dict__, **changes})
-
-
-def matmul_flops_per_s(n: int = 2048, repeats: int = 5) -> float:
-    """The machine's own matmul speed: best of ``repeats`` n x n float32 products (bf16 on a GPU), 2 n^3 each."""
-    dtype = torch.bfloat16 if device() == "cuda" else torch.float32
-    a = torch.randn(n, n, device=device(), dtype=dtype)
-    b = torch.randn(n, n, device=device(), dtype=dtype)
-    times = take_turns({"mm": lambda: (a @ b, synchronize())}, repeats)["mm"]
-    return 2 * n**3 / best(times)
-
-
-def copy_bytes_per_s(mib: int = 512, repeats: int = 5) -> float:
-    """The machine's copy bandwidth: bytes read plus bytes written per second copying ``mib`` MiB (STREAM's
-    convention for copy), best of ``repeats``."""
-    src = torch.ones(mib * 2**20 // 4, device=device())
-    dst = torch.empty_like(src)
-    times = take_turns({"copy": lambda: (dst.copy_(src), synchronize())}, repeats)["copy"]
-    return 2 * src.numel() * src.element_size() / best(times)
 
 
 def decode_bytes_per_s(model, contexts: list[list[int]], new_tokens: int, rounds: int) -> tuple[float, float]:

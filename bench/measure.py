@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import sys
 import time
 from collections.abc import Callable
 from importlib import metadata
@@ -45,8 +46,18 @@ def spread(times: list[float]) -> float:
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident memory so far (Linux reports kilobytes)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's peak resident memory so far: VmHWM, the high-water mark of its own address space. Not
+    ``getrusage``'s ru_maxrss: Linux carries the parent's peak into an exec'ed child, so a child started by a
+    large process reads the parent's peak (every bench child read 0 bytes above its baseline)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # no /proc: macOS reports bytes, others KiB
+    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def cpu_model() -> str:
@@ -93,3 +104,21 @@ def synchronize() -> None:
     """Wait for queued GPU work, so a timer reads the work and not its launch."""
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+
+
+def matmul_flops_per_s(n: int = 2048, repeats: int = 5) -> float:
+    """The machine's own matmul speed: best of ``repeats`` n x n float32 products (bf16 on a GPU), 2 n^3 each."""
+    dtype = torch.bfloat16 if device() == "cuda" else torch.float32
+    a = torch.randn(n, n, device=device(), dtype=dtype)
+    b = torch.randn(n, n, device=device(), dtype=dtype)
+    times = take_turns({"mm": lambda: (a @ b, synchronize())}, repeats)["mm"]
+    return 2 * n**3 / best(times)
+
+
+def copy_bytes_per_s(mib: int = 512, repeats: int = 5) -> float:
+    """The machine's copy bandwidth: bytes read plus bytes written per second copying ``mib`` MiB (STREAM's
+    convention for copy), best of ``repeats``."""
+    src = torch.ones(mib * 2**20 // 4, device=device())
+    dst = torch.empty_like(src)
+    times = take_turns({"copy": lambda: (dst.copy_(src), synchronize())}, repeats)["copy"]
+    return 2 * src.numel() * src.element_size() / best(times)

@@ -123,3 +123,18 @@ def test_quick_bench_runs_end_to_end(tiny_model_dir, capsys):
     out = capsys.readouterr().out
     for label in ("SAPO full step", "training step FLOP/s", "segment decoding bytes/s", "nothing written"):
         assert label in out
+
+
+def test_a_child_reads_its_own_peak_not_its_parents():
+    """The memory entries measure in child processes of the (large) bench process: a child's peak must be its own.
+    getrusage's ru_maxrss carries the parent's peak across exec, which read 0 bytes above every child's baseline."""
+    import subprocess
+    import sys
+
+    held = bytearray(400 * 2**20)  # the parent's peak: 400 MiB more than the child will reach
+    held[::4096] = b"x" * len(held[::4096])  # touch every page, so it is resident
+    script = ("from sapo.bench.measure import peak_rss_bytes; b = peak_rss_bytes(); x = bytearray(100 * 2**20); "
+              "x[::4096] = b'y' * len(x[::4096]); print(peak_rss_bytes() - b)")  # fmt: skip
+    grown = int(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout)
+    assert 90 * 2**20 < grown < 200 * 2**20, grown
+    del held
