@@ -10,7 +10,7 @@ import argparse
 import time
 from pathlib import Path
 
-from sapo.argtypes import positive_int
+from sapo.argtypes import fraction, positive_int
 from sapo.errors import RecipeError
 from sapo.log import get_logger
 
@@ -66,13 +66,16 @@ def run_bench(args: argparse.Namespace) -> int:
     output = Path(args.output)
     found: dict[str, dict] = {}
     extra: dict = {}
+    seconds: dict[str, float] = {}
     for name in groups:
         logger.info(f"sapo bench: {name} ...")
         began = time.perf_counter()
         measured = _group_function(name)(ctx)
         extra.update(measured.pop("_extra", {}))  # a group's files (the growth plot) and fits
         found.update(measured)
-        logger.info(f"sapo bench: {name} took {time.perf_counter() - began:.0f} s")
+        seconds[name] = round(time.perf_counter() - began, 1)
+        logger.info(f"sapo bench: {name} took {seconds[name]:.0f} s")
+    extra["group_seconds"] = {**(extra.get("group_seconds") or {}), **seconds}
     rows = record(found, goals, args.model)
     print(f"\nmachine: {info['cpu']}, {info['cpu_cores']} cores, {info['torch_threads']} torch threads"
           + (f"; {info['gpu_count']} x {info['gpu']}" if "gpu" in info else "") + f"; model: {args.model}")  # fmt: skip
@@ -94,16 +97,9 @@ def _bench_command(args: argparse.Namespace) -> int:
         if args.gpus is None or args.gpu_type is None:
             raise RecipeError("--predict needs --gpus N and --gpu-type T (see bench/hardware.yaml; 'this' for here)")
         print(predict_main(args.predict, args.gpus, args.gpu_type, rows=args.rows, mfu=args.mfu,
-                           bandwidth_fraction=args.bandwidth_fraction))  # fmt: skip
+                           bandwidth_fraction=args.bandwidth_fraction, results_dir=args.output))  # fmt: skip
         return 0
     return run_bench(args)
-
-
-def fraction(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1]; got {text!r}")
-    return value
 
 
 def add_bench_command(sub) -> None:
@@ -121,7 +117,9 @@ def add_bench_command(sub) -> None:
     p.add_argument("--only", metavar="ENTRY,...", help="entries or groups to run (default: all but reproduce); "
                    "a results file keeps the entries not run")  # fmt: skip
     p.add_argument("--model", default="embedded", help="embedded (default), tiny or a checkpoint folder")
-    p.add_argument("--rounds", type=positive_int, default=2, help="timed turns per side; the best is kept (default 2)")
+    p.add_argument("--rounds", type=positive_int, default=2,
+                   help="timed turns per side of the step and segment-batching entries, the best kept (default 2); "
+                   "the others use fixed counts sized to the 20-minute budget")  # fmt: skip
     p.add_argument("--quick", action="store_true", help="small sizes, nothing written: a smoke test of the bench")
     p.add_argument("--output", default="results/bench", help="folder of the results files (default results/bench)")
     predict = p.add_argument_group("prediction (no measurement)")

@@ -32,8 +32,8 @@ from sapo.log import get_logger
 
 logger = get_logger(__name__)
 
-# Small shapes on purpose: the sweep's share of `nox -s bench` on 2 CPU cores is about 5 minutes, and there a
-# step of the embedded 135M model at 64 tokens takes 5-15 s, each decoded token ~0.5 s (every fp32 weight read).
+# Small shapes on purpose: the sweep's share of `nox -s bench` on 2 CPU cores is a few minutes (84 s idle), and
+# there a step of the embedded 135M model at 48 tokens takes 1.5-3.5 s, a decoding step ~80 ms (every fp32 weight).
 # Every answer holds the largest segment and the 3 real tokens after it (the reference's rule); prompt:answer
 # stays 1:3 along the sequence axis.
 BASE = StepShape(batch=1, prompt_tokens=12, answer_tokens=36, segment=8, buffer_size=4)
@@ -75,7 +75,8 @@ def step_features(config, model, shape: StepShape, kind: str) -> dict:
     prefill = shape.prompt_tokens + max(0, shape.answer_tokens - 3 - shape.segment) / 2
     flops += forward_flops(config, shape.batch, round(prefill))
     per_step = decode_bytes(model, shape.batch, round(prefill + shape.segment / 2))
-    return {"flops": flops, "decode_steps": shape.segment, "bytes_per_decode_step": per_step}
+    # The first of the segment's forwards is the prefill (counted above); each later one decodes a token.
+    return {"flops": flops, "decode_steps": shape.segment - 1, "bytes_per_decode_step": per_step}
 
 
 def _measure_shape(model_path: str, shape: StepShape, kinds: tuple[str, ...], rounds: int) -> dict[str, dict]:
@@ -143,14 +144,17 @@ def fit_cost_model(points: list[dict]) -> dict:
         raise ValueError(f"fit_cost_model: needs at least 3 points for 3 constants, got {len(points)}")
     seconds = np.array([p["seconds"] for p in points], dtype=float)
     features = np.array([[1.0, p["flops"], p["decode_steps"] * p["bytes_per_decode_step"]] for p in points])
+    # One row per measurement: the base shape sits on every axis but was measured once, and must weigh once.
+    keys = [(p["kind"], p["flops"], p["decode_steps"], p["bytes_per_decode_step"], p["seconds"]) for p in points]
+    once = [keys.index(k) for k in dict.fromkeys(keys)]
     scale = np.where(features.max(axis=0) > 0, features.max(axis=0), 1.0)  # columns of like size: a sound solve
-    coef = _solve_nonnegative(features / scale / seconds[:, None], np.ones(len(points))) / scale
+    coef = _solve_nonnegative(features[once] / scale / seconds[once, None], np.ones(len(once))) / scale
     predicted = features @ coef
     relative = (predicted - seconds) / seconds
     return {"t0_s": float(coef[0]), "flops_per_s": 1 / coef[1] if coef[1] > 0 else None,
             "bytes_per_s": 1 / coef[2] if coef[2] > 0 else None, "predicted_s": predicted.tolist(),
             "relative_error": relative.tolist(), "rms_relative_error": float(np.sqrt(np.mean(relative**2))),
-            "points": len(points)}  # fmt: skip
+            "points": len(once)}  # fmt: skip
 
 
 def predict_seconds(fit: dict, flops: float, decode_bytes_total: float) -> float:

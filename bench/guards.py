@@ -14,7 +14,8 @@ from functools import partial
 import torch
 from transformers import AutoModelForCausalLM
 
-from sapo.bench.measure import best, copy_bytes_per_s, device, take_turns
+from sapo.bench.measure import best, device, memory_bytes_per_s, take_turns
+from sapo.bench.step import sampling_settings
 from sapo.generation import sample_continuations
 from sapo.models import load_tokenizer, resolve_model_path
 from sapo.train.data import load_examples
@@ -50,16 +51,17 @@ def ema_group(ctx) -> dict[str, dict]:
         fused = best(times["fused"])
         for loop in ("reference_loop", "inplace_loop"):
             slow = best(times[loop])
-            found[f"ema_{loop}_{name}"] = {"ours": fused, "baseline": slow, "value": slow / fused,
+            found[f"ema_{loop}_{name}"] = {"ours": fused, "baseline": slow, "value": slow / fused, "model": name,
                                            "detail": f"{slow * 1e3:.1f} ms vs {fused * 1e3:.1f} ms"}  # fmt: skip
         if name == "embedded":
             moved = 3 * sum(
                 p.numel() * p.element_size() for p in AutoModelForCausalLM.from_pretrained(path).parameters()
             )
-            copy = copy_bytes_per_s()
-            found["ema_bandwidth_embedded"] = {"ours": moved / fused, "baseline": copy, "value": moved / fused / copy,
+            memory, kernel = memory_bytes_per_s()
+            found["ema_bandwidth_embedded"] = {"ours": moved / fused, "baseline": memory, "model": name,
+                                               "value": moved / fused / memory,
                                                "detail": f"{moved / fused / 1e9:.1f} GB/s ({moved / 2**20:.0f} MiB "
-                                               f"moved) vs {copy / 1e9:.1f} GB/s (512 MiB copy)"}  # fmt: skip
+                                               f"moved) vs {memory / 1e9:.1f} GB/s (512 MiB {kernel}, STREAM-style)"}  # fmt: skip
     return found
 
 
@@ -69,7 +71,7 @@ def generation_group(ctx, n: int = 4, new_tokens: int = 16) -> dict[str, dict]:
     model = AutoModelForCausalLM.from_pretrained(ctx.model_path).to(device())
     examples, _ = load_examples("embedded", tokenizer, max_length=256, max_prompt_length=192, limit=n)
     contexts = [e.prompt_ids for e in examples]
-    kwargs = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=None, temperature=0.7, top_k=50, top_p=0.95)
+    kwargs = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=None, **sampling_settings())
 
     def run(batch: int) -> None:
         for i in range(0, n, batch):

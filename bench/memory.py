@@ -2,9 +2,10 @@
 
 The parts, in bytes of the model's parameters P: the policy (P), its gradients (P), AdamW's two
 moments (2P), the EMA model (P), the DPO reference model (P; SAPO-ORPO has none: the EMA stands in),
-and one batch's activations, measured alone (the policy's forward and backward over the batch's
-chosen and rejected rows). The overhead is what the run holds beyond them: copies, caches, the
-generation's KV cache, allocator slack.
+and one batch's activations. The activations are measured on TRL's own DPO step over the same batch
+(its loss path, its logits): its peak less its policy, reference, gradients and AdamW state. So the
+overhead is what a SAPO run holds beyond a DPO run's memory and one more model: copies, the replay
+buffer, the generation's KV cache, allocator slack.
 
 Each measurement runs in a child process of its own (``python -m sapo.bench.memory KIND SHAPE``), whose
 peak is read against its own baseline after imports: a process's peak never comes down, so two
@@ -22,38 +23,21 @@ import sys
 import torch
 
 from sapo.bench.measure import device, peak_rss_bytes
-from sapo.bench.step import StepBench, StepShape, bench_examples
+from sapo.bench.step import StepBench, StepShape
 
 
 def _peak() -> int:
     return torch.cuda.max_memory_allocated() if device() == "cuda" else peak_rss_bytes()
 
 
-def _activations(model_path: str, shape: StepShape) -> None:
-    """The policy's forward and backward over one batch of chosen and rejected rows, as DPO computes it."""
-    from transformers import AutoModelForCausalLM
-
-    from sapo.models import load_tokenizer
-
-    examples = bench_examples(load_tokenizer(model_path), shape)
-    model = AutoModelForCausalLM.from_pretrained(model_path).to(device())
-    model.train()
-    rows = [e.prompt_ids + e.answer_ids for e in examples] * 2  # chosen and rejected: one length
-    ids = torch.tensor(rows, device=device())
-    logits = model(input_ids=ids, use_cache=False).logits[:, :-1]
-    logps = torch.gather(logits.log_softmax(-1), 2, ids[:, 1:, None]).sum()
-    logps.backward()
-
-
 def child(kind: str, model_path: str, shape: StepShape, steps: int = 2) -> dict:
-    """Run ``kind`` (``activations``, ``sapo``) in this process; its peak above the baseline after imports."""
+    """Run ``steps`` optimizer steps of ``kind`` (``dpo``: TRL's DPO step; ``sapo``: SAPO's full step, of
+    ``shape.sapo_loss``) in this process; its peak above the baseline after imports, before any model loads.
+    Two steps: AdamW's state is allocated at the first optimizer step and held through the second."""
     baseline = _peak()
-    if kind == "activations":
-        _activations(model_path, shape)
-    else:
-        bench = StepBench(model_path, shape, kinds=("sapo",))
-        for _ in range(steps):
-            bench.step("sapo")
+    bench = StepBench(model_path, shape, kinds=(kind,))
+    for _ in range(steps):
+        bench.step(kind)
     return {"peak_bytes": _peak() - baseline}
 
 
@@ -63,7 +47,10 @@ def measure(kind: str, model_path: str, shape: StepShape) -> int:
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"memory bench {kind} failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])["peak_bytes"]
+    peak = json.loads(done.stdout.strip().splitlines()[-1])["peak_bytes"]
+    if peak <= 0:  # a child that reads no growth measured nothing (as ru_maxrss did): never a number to judge
+        raise RuntimeError(f"memory bench {kind}: the child's peak did not rise above its baseline ({peak} bytes)")
+    return peak
 
 
 def parameter_bytes(model_path: str) -> int:
@@ -83,10 +70,19 @@ def parts(param_bytes: int, activations: int, sapo_loss: str) -> dict[str, int]:
     return found
 
 
-def overhead(model_path: str, shape: StepShape) -> dict:
+def activations(model_path: str, shape: StepShape) -> int:
+    """One batch's activations: the peak of TRL's DPO step less what it holds for good (policy and reference,
+    gradients, AdamW's two moments: 5P)."""
+    held = 5 * parameter_bytes(model_path)
+    found = measure("dpo", model_path, shape) - held
+    if found <= 0:
+        raise RuntimeError(f"memory bench: the DPO step's peak is below its {held} bytes of weights and state")
+    return found
+
+
+def overhead(model_path: str, shape: StepShape, activation_bytes: int) -> dict:
     """Peak of a SAPO run (``shape.sapo_loss``) over the sum of its parts: the ratio and each part."""
-    activations = measure("activations", model_path, shape)
-    found = parts(parameter_bytes(model_path), activations, shape.sapo_loss)
+    found = parts(parameter_bytes(model_path), activation_bytes, shape.sapo_loss)
     peak = measure("sapo", model_path, shape)
     return {"peak_bytes": peak, "parts_bytes": found, "sum_bytes": sum(found.values()),
             "ratio": peak / sum(found.values())}  # fmt: skip

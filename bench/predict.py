@@ -77,7 +77,7 @@ def gpu_speeds(gpu_type: str, mfu: float, bandwidth_fraction: float) -> Speeds:
                   one_way * bandwidth_fraction, notes=notes)  # fmt: skip
 
 
-def this_machine_speeds(fit: dict | None) -> Speeds:
+def this_machine_speeds(fit: dict | None, results_dir: str | Path = "results/bench") -> Speeds:
     """This machine's constants from its growth sweep: ``fit`` or the ``growth_fit`` of its results file."""
     import json
 
@@ -85,7 +85,7 @@ def this_machine_speeds(fit: dict | None) -> Speeds:
 
     where = "the fit given"
     if fit is None:
-        path = Path("results/bench") / f"{machine_slug(machine())}.json"
+        path = Path(results_dir) / f"{machine_slug(machine())}.json"
         fit = json.loads(path.read_text()).get("growth_fit") if path.is_file() else None
         where = str(path)
         if fit is None:
@@ -95,7 +95,9 @@ def this_machine_speeds(fit: dict | None) -> Speeds:
         raise RecipeError(f"--gpu-type this: the sweep's fit ({where}) has no FLOP or no decoding term")
     notes = (f"this machine, from its growth sweep ({where}): t0 {fit['t0_s']:.2f} s per step, "
              f"{fit['flops_per_s'] / 1e9:.1f} GFLOP/s, decoding {fit['bytes_per_s'] / 1e9:.2f} GB/s (fitted: "
-             f"efficiencies included, rms error {fit['rms_relative_error']:.0%}); fp32 weights, as the sweep ran",)  # fmt: skip
+             f"efficiencies included, rms error {fit['rms_relative_error']:.0%}); fp32 weights, as the sweep ran",
+             "the sweep's shapes are small (bench/growth.py: up to 96 tokens, 3 rows, 16-token segments, one timed "
+             "turn each): a paper recipe's 2048 tokens and 8 rows are an extrapolation of 20x and more")  # fmt: skip
     return Speeds("this machine", fit["flops_per_s"], fit["bytes_per_s"], None, fit["t0_s"], 4, notes)
 
 
@@ -195,8 +197,8 @@ def step_parts(recipe: dict, model, speeds: Speeds, per_device: int, length: int
         per_step = decode_bytes(model, per_device, length)
         parts += [{"part": "prefill", "what": f"{si(prefill, 'FLOP')} ({per_device} x {length - segment} tokens)",
                    "seconds": prefill / speeds.flops_per_s},
-                  {"part": "decoding", "what": f"{segment} steps x {si(per_step, 'B')} (weights + KV cache of "
-                   f"{per_device} x {length})", "seconds": segment * per_step / speeds.bytes_per_s}]  # fmt: skip
+                  {"part": "decoding", "what": f"{segment - 1} steps x {si(per_step, 'B')} (weights + KV cache of "
+                   f"{per_device} x {length})", "seconds": (segment - 1) * per_step / speeds.bytes_per_s}]  # fmt: skip
         if gather:
             parts.append({"part": "ZeRO-3 gather", "what": f"{si(gather, 'B')} of weights received per call",
                           "seconds": gather / speeds.gather_bytes_per_s})  # fmt: skip
@@ -235,7 +237,8 @@ def _read_recipe(recipe_path) -> tuple[Path, dict]:
 
 
 def predict(recipe_path, gpus: int, gpu_type: str, fit: dict | None = None, *, rows: int | None = None,
-            mfu: float = MFU, bandwidth_fraction: float = BANDWIDTH_FRACTION) -> dict:  # fmt: skip
+            mfu: float = MFU, bandwidth_fraction: float = BANDWIDTH_FRACTION,
+            results_dir: str | Path = "results/bench") -> dict:  # fmt: skip
     """Hours a run of the recipe would take on ``gpus`` GPUs of ``gpu_type`` (hardware.yaml, or ``this``), with
     the seconds of each part of a step and every assumption. ``rows`` overrides the data set's size."""
     from sapo.train.config import accumulation_steps
@@ -243,7 +246,10 @@ def predict(recipe_path, gpus: int, gpu_type: str, fit: dict | None = None, *, r
     path, recipe = _read_recipe(recipe_path)
     if gpu_type in THIS and gpus != 1:
         raise RecipeError("--gpu-type this: the sweep measured one process on this machine; use --gpus 1")
-    speeds = this_machine_speeds(fit) if gpu_type in THIS else gpu_speeds(gpu_type, mfu, bandwidth_fraction)
+    if gpu_type in THIS:
+        speeds = this_machine_speeds(fit, results_dir)
+    else:
+        speeds = gpu_speeds(gpu_type, mfu, bandwidth_fraction)
     model_label, model = recipe_model(recipe, path, speeds.weight_bytes)
     method, length = recipe["method"], recipe["max_length"]
     per_device = _field(recipe, "per_device_train_batch_size")
@@ -312,6 +318,8 @@ def render(found: dict) -> str:
 
 
 def predict_main(recipe, gpus: int, gpu_type: str, rows: int | None = None, mfu: float = MFU,
-                 bandwidth_fraction: float = BANDWIDTH_FRACTION, fit: dict | None = None) -> str:  # fmt: skip
+                 bandwidth_fraction: float = BANDWIDTH_FRACTION, fit: dict | None = None,
+                 results_dir: str | Path = "results/bench") -> str:  # fmt: skip
     """What ``sapo bench --predict`` prints."""
-    return render(predict(recipe, gpus, gpu_type, fit, rows=rows, mfu=mfu, bandwidth_fraction=bandwidth_fraction))
+    return render(predict(recipe, gpus, gpu_type, fit, rows=rows, mfu=mfu, bandwidth_fraction=bandwidth_fraction,
+                          results_dir=results_dir))  # fmt: skip

@@ -9,6 +9,7 @@ written by hand) is appended.
 from __future__ import annotations
 
 import json
+import math
 import operator
 import subprocess
 from datetime import UTC, datetime
@@ -54,12 +55,24 @@ def commit() -> str | None:
 
 def record(found: dict[str, dict], goals: dict[str, dict], model: str) -> dict[str, dict]:
     """Each measured entry with its label, goal, verdict, and what and when it was measured."""
-    stamp = {"commit": commit(), "measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "model": model}
+    from sapo.bench.measure import machine
+
+    # Each entry keeps what it was measured with: a later run of other entries may change packages or model.
+    stamp = {"commit": commit(), "measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "model": model,
+             "packages": machine()["packages"]}  # fmt: skip
     rows = {}
     for key, entry in found.items():
         goal = goals[key]
-        rows[key] = {"label": goal["label"], "unit": goal["unit"], "goal": goal.get("goal"),
-                     "met": judge(goal, entry["value"]), **entry, **stamp}  # fmt: skip
+        if not math.isfinite(entry["value"]) or entry["value"] <= 0:  # a failed measurement, never "met"
+            raise ValueError(f"bench: {key}: measured {entry['value']!r}, which no working measurement gives")
+        rows[key] = {
+            "label": goal["label"],
+            "unit": goal["unit"],
+            "goal": goal.get("goal"),
+            "met": judge(goal, entry["value"]),
+            **stamp,
+            **entry,
+        }  # fmt: skip  (an entry may name its model)
     return rows
 
 
@@ -93,8 +106,11 @@ def render_readme(folder: Path) -> Path:
     """results/bench/README.md from every machine file in ``folder``, then NOTES.md."""
     lines = ["# Benchmarks (`nox -s bench`, `sapo bench`)", "",
              "Rendered from the machine files beside this one by `sapo bench`; do not edit (edit NOTES.md).",
-             "Every ratio is ours / its baseline measured side by side in one process, taking turns, best turn "
-             "kept (`bench/measure.py`). Goals and why: `bench/goals.yaml`.", ""]  # fmt: skip
+             "Costs are ours / the baseline, speedups (EMA, batching) the baseline / ours; both sides run in one "
+             "process taking turns, best turn kept (`bench/measure.py`), except: the machine's limits (matmul, "
+             "memory bandwidth) are measured in the same run right after; peak memory runs in child processes, "
+             "against a sum of parts; reproduce_table2 is seconds. Goals and why: `bench/goals.yaml`. Each entry "
+             "records its commit, date, model and package versions in the JSON.", ""]  # fmt: skip
     for path in sorted(folder.glob("*.json")):
         body = json.loads(path.read_text())
         m = body["machine"]

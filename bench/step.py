@@ -160,12 +160,24 @@ class StepBench:
         return next(iter(self.trainers.values())).accelerator.unwrap_model(next(iter(self.trainers.values())).model)
 
 
+def attention_dims(config) -> tuple[int, int, int]:
+    """(query heads, key/value heads, head dimension) of a LLaMA-style config (GQA: fewer key/value heads)."""
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    return heads, kv_heads, getattr(config, "head_dim", None) or config.hidden_size // heads
+
+
+def sampling_settings() -> dict:
+    """SAPO's generator sampling (temperature, top-k, top-p): SAPOConfig's defaults, the reference code's."""
+    fields = SAPOConfig.__dataclass_fields__
+    return {name: fields[name].default for name in ("temperature", "top_k", "top_p")}
+
+
 def matmul_params(config) -> int:
     """Weights that take part in a matmul for every token: the decoder layers' linear layers and the LM head
     (a tied embedding counts once, as the head; the input lookup is no matmul)."""
     d, layers = config.hidden_size, config.num_hidden_layers
-    heads, kv_heads = config.num_attention_heads, getattr(config, "num_key_value_heads", config.num_attention_heads)
-    head_dim = getattr(config, "head_dim", None) or d // heads
+    heads, kv_heads, head_dim = attention_dims(config)
     attention = d * heads * head_dim * 2 + d * kv_heads * head_dim * 2  # q, o; k, v
     mlp = 3 * d * config.intermediate_size  # gate, up, down (LLaMA-style)
     return layers * (attention + mlp) + d * config.vocab_size
@@ -175,8 +187,7 @@ def forward_flops(config, sequences: int, length: int) -> float:
     """Counted FLOPs of one forward pass over ``sequences`` rows of ``length`` tokens: 2 per weight per token,
     plus attention's scores and weighted sum over the whole row (2 * 2 * length * heads * head_dim per token
     and layer; the causal half is counted as computed, as the PaLM paper's appendix B counts it)."""
-    heads = config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    heads, _, head_dim = attention_dims(config)
     tokens = sequences * length
     per_token = 2 * matmul_params(config) + 2 * 2 * length * heads * head_dim * config.num_hidden_layers
     return float(tokens * per_token)
@@ -194,9 +205,7 @@ def decode_bytes(model: torch.nn.Module, batch: int, context: int) -> int:
     the KV cache of ``batch`` rows of ``context`` tokens (keys and values of every layer)."""
     config = model.config
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    heads = config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", heads)
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    _, kv_heads, head_dim = attention_dims(config)
     element = next(model.parameters()).element_size()
     kv = 2 * config.num_hidden_layers * kv_heads * head_dim * element * batch * context
     return weights + kv

@@ -138,6 +138,9 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.show_prompts:
         return show_prompts(args)
     suite = parse_suite(args.suite)
+    unused = sorted(set(args.limit or {}) - {"*", *suite})
+    if unused:
+        raise RecipeError(f"--limit names {', '.join(unused)}, which --suite {args.suite} does not run")
     if args.calibration_pairs and set(suite) & set(JUDGED):
         if args.calibration_pairs < MIN_PAIRS:
             raise RecipeError(f"--calibration-pairs {args.calibration_pairs}: at least {MIN_PAIRS} (or 0 to skip)")

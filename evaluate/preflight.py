@@ -11,8 +11,7 @@ from sapo.evaluate.suites import JUDGED, limit_of
 
 
 def preflight(args: argparse.Namespace, suite: list[str]) -> None:
-    """What can be checked before any model loads: a chat template where one is needed, and each benchmark's answer
-    budget (plus its longest prompt, where the prompts are local) against the model's context."""
+    """Raise a RecipeError naming the flag to change, before any model loads (see the module docstring)."""
     from sapo.chat import generation_prompt_ids, resolve_chat_template
     from sapo.evaluate.generation import check_context, lm_eval_budgets, model_context
     from sapo.evaluate.judge import JudgeSettings

@@ -28,6 +28,8 @@ def parse_limit(text: str) -> dict[str, int]:
             return {"*": positive_int(text)}
         pairs = [part.split("=", 1) for part in text.split(",") if part.strip()]
         limits = {name.strip(): positive_int(value) for name, value in pairs}
+        if len(limits) != len(pairs):
+            raise ValueError("a benchmark named twice")
     except (ValueError, argparse.ArgumentTypeError) as e:
         raise argparse.ArgumentTypeError(f"expected N or SUITE=N[,SUITE=N] with N >= 1; got {text!r} ({e})") from e
     unknown = sorted(set(limits) - set(SUITE))

@@ -138,3 +138,14 @@ def test_a_child_reads_its_own_peak_not_its_parents():
     grown = int(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout)
     assert 90 * 2**20 < grown < 200 * 2**20, grown
     del held
+
+
+def test_memory_parts_by_hand_and_a_real_dpo_step_measures_activations(tiny_model_dir):
+    from sapo.bench import memory
+
+    assert memory.parts(100, 7, "dpo") == {"policy": 100, "gradients": 100, "optimizer state (AdamW)": 200,
+                                           "EMA model": 100, "one batch's activations": 7, "reference model": 100}  # fmt: skip
+    assert sum(memory.parts(100, 7, "orpo").values()) == 507  # no reference: the EMA stands in
+    shape = StepShape(batch=2, prompt_tokens=12, answer_tokens=24, segment=8, buffer_size=4)
+    # TRL's real DPO step in a child process, less its weights and optimizer state: some activations, not zero
+    assert memory.activations(str(tiny_model_dir), shape) > 0

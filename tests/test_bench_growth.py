@@ -43,6 +43,16 @@ def test_fit_recovers_known_constants():
     assert "t0 0.50 s" in growth.format_fit(fit, points)
 
 
+def test_a_point_shown_on_several_axes_weighs_once():
+    """The base shape is one measurement listed on every axis: repeating it must not pull the fit toward it."""
+    points = [_point("dpo", 1e10, 0, 0, 1.5), _point("dpo", 3e10, 0, 0, 3.5), _point("sapo", 2e10, 10, 1e8, 3.5),
+              _point("sapo", 2e10, 20, 1e8, 4.5), _point("sapo", 4e10, 10, 2e8, 7.0)]  # fmt: skip
+    repeated = points + [dict(points[4], axis=axis) for axis in ("batch", "segment", "buffer")]
+    once, many = growth.fit_cost_model(points), growth.fit_cost_model(repeated)
+    assert many["points"] == 5 and len(many["relative_error"]) == 8
+    assert many["t0_s"] == pytest.approx(once["t0_s"]) and many["bytes_per_s"] == pytest.approx(once["bytes_per_s"])
+
+
 def test_fit_keeps_every_constant_nonnegative():
     # 1, 2.5, 4 s at 1, 2, 3 x 1e10 FLOPs: the free line has intercept -0.5 s, not a cost: t0 is held at 0
     points = [_point("dpo", 1e10, 0, 0, 1.0), _point("dpo", 2e10, 0, 0, 2.5), _point("dpo", 3e10, 0, 0, 4.0)]
@@ -109,9 +119,9 @@ def test_predict_by_hand(made_up_run):
     training = 4 * (4 * 6 * 2848)
     # Prefill: 2 rows of 6 - 2 = 4 tokens, per token 2464 + 2 x 2 x 4 x 8 x 2 = 2720.
     prefill = 2 * 4 * 2720
-    # Decoding: 2 steps, each reading the bf16 weights 1352 x 2 and the KV cache 2 (k, v) x 2 layers x 1 head x
-    # 4 dims x 2 bytes x 2 rows x 6 tokens = 384.
-    decoding = 2 * (1352 * 2 + 384)
+    # Decoding: a 2-token segment is the prefill's token and 1 decoding step, reading the bf16 weights 1352 x 2
+    # and the KV cache 2 (k, v) x 2 layers x 1 head x 4 dims x 2 bytes x 2 rows x 6 tokens = 384.
+    decoding = 1 * (1352 * 2 + 384)
     # ZeRO-3: each of 2 GPUs receives the other half of the bf16 weights per generation call.
     gather = 1352 * 2 / 2
     flops_per_s, bytes_per_s, gather_per_s = 989e12 * 0.5, 3.35e12 * 0.5, 900e9 / 2 * 0.5  # H100, halved
@@ -141,8 +151,9 @@ def test_predict_asks_for_rows_of_an_unknown_dataset(made_up_run):
 def test_predict_on_this_machine_from_a_fit(made_up_run):
     fit = {"t0_s": 0.25, "flops_per_s": 1e9, "bytes_per_s": 1e8, "rms_relative_error": 0.1}
     found = predict.predict(made_up_run, gpus=1, gpu_type="this", fit=fit, rows=20)
-    # fp32 weights as the sweep ran; no gather on one process; t0 once per micro-step (4 of them: 8 / 2)
-    micro = 0.25 + (4 * 4 * 6 * 2848 + 2 * 4 * 2720) / 1e9 + 2 * (1352 * 4 + 2 * 2 * 4 * 4 * 2 * 6) / 1e8
+    # fp32 weights as the sweep ran; no gather on one process; t0 once per micro-step (4 of them: 8 / 2); the
+    # 2-token segment is the prefill's token and 1 decoding step
+    micro = 0.25 + (4 * 4 * 6 * 2848 + 2 * 4 * 2720) / 1e9 + 1 * (1352 * 4 + 2 * 2 * 4 * 4 * 2 * 6) / 1e8
     assert found["accumulation"] == 4 and found["step_seconds"] == pytest.approx(4 * micro, rel=1e-12)
     with pytest.raises(RecipeError, match="--gpus 1"):
         predict.predict(made_up_run, gpus=2, gpu_type="this", fit=fit, rows=20)
@@ -172,7 +183,7 @@ def test_real_sweep_on_the_tiny_model(tiny_model_dir, tmp_path):
     assert len(points) == 8 + 4
     for p in points:
         assert p["seconds"] > 0 and len(p["times"]) == 1 and p["flops"] > 0
-        assert p["decode_steps"] == (p["shape"]["segment"] if p["kind"] == "sapo" else 0)
+        assert p["decode_steps"] == (p["shape"]["segment"] - 1 if p["kind"] == "sapo" else 0)  # 1st forward: prefill
     base = [p for p in points if StepShape(**p["shape"]) == growth.QUICK_BASE and p["kind"] == "sapo"]
     assert len({p["seconds"] for p in base}) == 1  # the base shape is measured once, shown on every axis
     fit = growth.fit_cost_model(points)

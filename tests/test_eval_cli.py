@@ -20,6 +20,7 @@ BAD_NUMBERS = [
     ("--limit", "verifiable=0"),
     ("--limit", "ifevl=3"),  # not a benchmark
     ("--limit", "ifeval=two"),
+    ("--limit", "ifeval=2,ifeval=3"),  # named twice
     ("--batch-size", "0"),
     ("--batch-size", "two"),
     ("--seed", "-1"),
@@ -70,6 +71,13 @@ def test_limit_applies_to_every_benchmark_or_to_the_named_ones():
     assert limit_of(None, "ifeval") is None
     # results.json keeps its old shape (N or null) unless the limit names benchmarks
     assert (_recorded_limit(every), _recorded_limit({}), _recorded_limit(some)) == (5, None, some)
+
+
+def test_a_limit_on_a_benchmark_not_run_is_refused(capsys):
+    from sapo.cli import main
+
+    assert main(["eval", "embedded", "--suite", "ifeval", "--limit", "verifiable=5"]) == 2
+    assert "--limit names verifiable, which --suite ifeval does not run" in capsys.readouterr().err
 
 
 URL = "https://user:hunter2@judge.example:8443/v1?api-key=sk-in-query-123"
