@@ -240,7 +240,7 @@ def add_reproduce_command(sub) -> None:
         "learning-rate sweep that checked the scale's DPO-loss rate (reproduce/sweeps/<scale>.yaml)",
     )
     p.add_argument("--scale", choices=list(SCALES), default="embedded",
-                   help="embedded: the <= 15 min CPU pipeline check; small: the embedded model trained four times "
+                   help="embedded: the CPU pipeline check (~19 min on 2 cores); small: the embedded model trained four times "
                    "longer (48 steps), scored on the held-out verifiable set (Table 2: ~2 h on 2 CPU cores); paper: 8 GPUs")  # fmt: skip
     p.add_argument("--force", action="store_true", help="retrain and re-evaluate even when finished runs exist")
     p.add_argument("--dry-run", action="store_true", help="print the paper-scale commands and stop")
