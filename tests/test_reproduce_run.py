@@ -25,7 +25,7 @@ def checkout(tmp_path):
     return tmp_path
 
 
-def finish(plan, root: Path, weights: float, suites=("ifeval", "mtbench", "alpacaeval")) -> None:
+def finish(plan, root: Path, weights: float, suites=("verifiable", "ifeval", "mtbench", "alpacaeval")) -> None:
     """Lay out what a finished training run and its evaluation leave behind."""
     run_dir = root / reproduce_run.RUNS_ROOT / plan.run_id
     run_dir.mkdir(parents=True)
@@ -34,7 +34,7 @@ def finish(plan, root: Path, weights: float, suites=("ifeval", "mtbench", "alpac
     (run_dir / reproduce_run.RUN_STAMP).write_text(json.dumps(stamp))
     from sapo.evaluate.results import weights_fingerprint
 
-    metrics = {"ifeval": {"prompt_level_strict_acc": 0.25}, "mtbench": {"average": 5.5},
+    metrics = {"verifiable": {"accuracy": 0.125}, "ifeval": {"prompt_level_strict_acc": 0.25}, "mtbench": {"average": 5.5},
                "alpacaeval": {"win_rate": 40.0, "avg_length": 120}}  # fmt: skip
     write_results(root / reproduce_run.RESULTS_ROOT / plan.run_id,
                   model={"name": plan.run_id, "weights_sha256": weights_fingerprint(run_dir)}, run={}, judge=None,
@@ -49,7 +49,7 @@ def test_a_second_run_only_renders(checkout, monkeypatch):
     monkeypatch.setattr(reproduce_run, "run_child", lambda step, *a: pytest.fail(f"launched {step.what}"))
     assert reproduce_run.reproduce("table2", "embedded", root=checkout) == 0
     markdown = (checkout / "results/embedded/table2.md").read_text()
-    assert "NOT comparable" in markdown and "25.00" in markdown and "5.50" in markdown
+    assert "NOT comparable" in markdown and "25.00" in markdown and "5.50" in markdown and "12.5" in markdown
     assert {p.suffix for p in (checkout / "results/embedded").iterdir()} == {".md", ".tex", ".csv"}
 
 
@@ -58,9 +58,9 @@ def test_changed_recipe_or_weights_are_not_reused(checkout):
     finish(plan, checkout, weights=1.0, suites=("mtbench",))
     model_dir = checkout / reproduce_run.RUNS_ROOT / plan.run_id
     assert reproduce_run.trained(plan, checkout)
-    assert reproduce_run.missing_suites(plan, checkout, model_dir) == ["ifeval", "alpacaeval"]
+    assert reproduce_run.missing_suites(plan, checkout, model_dir) == ["verifiable", "ifeval", "alpacaeval"]
     save_file({"w": torch.full((2,), 9.0)}, model_dir / "model.safetensors")  # retrained elsewhere: new weights
-    assert reproduce_run.missing_suites(plan, checkout, model_dir) == ["ifeval", "mtbench", "alpacaeval"]
+    assert reproduce_run.missing_suites(plan, checkout, model_dir) == ["verifiable", "ifeval", "mtbench", "alpacaeval"]
     recipe = checkout / plan.recipe
     recipe.write_text(recipe.read_text() + "\nlearning_rate: 1.0e-7\n")
     assert not reproduce_run.trained(plan, checkout)
