@@ -26,6 +26,7 @@ RUNS_ROOT = Path("runs")  # trained checkpoints (large; gitignored): runs/<scale
 # the recipes' own output_dir, so the LLaMA-3-8B chain finds its SFT stage where the recipes expect it
 RESULTS_ROOT = Path("results/runs")  # results.json + upstream tools' files per run (gitignored)
 RUN_STAMP = "reproduce_run.json"  # written into a run folder after training finished
+EVAL_STAMP = "reproduce_eval.json"  # in a run's results folder: {benchmark: the sapo eval flags it was scored with}
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ For each ``RunPlan`` of the table (``table_specs.plan_runs``):
    (one model in memory at a time, and a crash in one row does not take the others down);
    a finished run whose recipe hash (the recipe file's text + overrides) matches is reused;
 2. evaluate: ``sapo eval`` on the trained folder (or on the public model a row scores as is)
-   into ``results/runs/<run_id>/``, asking only for the benchmarks its results.json lacks;
+   into ``results/runs/<run_id>/``, asking only for the benchmarks its results.json lacks or scored with other
+   flags than the scale's (``reproduce_eval.json`` beside it records each benchmark's);
 3. render: ``render_table`` / ``plot_figure`` into ``results/<scale>/``.
 
 A second run of the same command finds everything and only renders. Rows that share a run
@@ -35,6 +36,7 @@ from sapo.files import atomic_write_json
 from sapo.log import get_logger
 from sapo.reproduce.children import (
     RESULTS_ROOT,
+    EVAL_STAMP,
     RUN_STAMP,
     RUNS_ROOT,
     Step,
@@ -80,12 +82,17 @@ def train_step(plan: RunPlan, root: Path, launcher: list[str]) -> Step:
     return Step(f"train {plan.run_id}", argv)
 
 
+def eval_args(plan: RunPlan) -> list[str]:
+    """The ``sapo eval`` flags a run's benchmarks are scored with at its scale (besides model, suites, folders)."""
+    return list(EVAL_ARGS[plan.scale])
+
+
 def eval_step(plan: RunPlan, root: Path, suites: list[str], extra: list[str]) -> Step:
     model = plan.evaluate or str(RUNS_ROOT / plan.run_id)
     # One judge cache per scale: every run of a table shares the judge's calibration judgments (asked once).
     argv = [sys.executable, "-m", "sapo.cli", "eval", model, "--suite", ",".join(suites), "--output",
             str(RESULTS_ROOT / plan.run_id), "--judge-cache", str(RESULTS_ROOT / plan.scale / "judge_cache.jsonl"),
-            *EVAL_ARGS[plan.scale], *extra]  # fmt: skip
+            *eval_args(plan), *extra]  # fmt: skip
     return Step(f"evaluate {plan.run_id} on {','.join(suites)}", argv)
 
 
@@ -95,8 +102,23 @@ def trained(plan: RunPlan, root: Path) -> bool:
     return stamp.is_file() and json.loads(stamp.read_text()).get("recipe_sha256") == recipe_hash(root, plan)
 
 
+def _eval_stamp(plan: RunPlan, root: Path) -> Path:
+    return root / RESULTS_ROOT / plan.run_id / EVAL_STAMP
+
+
+def record_eval(plan: RunPlan, root: Path, suites: list[str]) -> None:
+    """Note, after ``sapo eval`` finished, the flags ``suites`` were scored with: results.json keeps one ``run``
+    block for the latest part only, so a benchmark scored under older flags (another ``--limit``, answer budget,
+    judge) would otherwise pass as current."""
+    path = _eval_stamp(plan, root)
+    stamp = json.loads(path.read_text()) if path.is_file() else {}
+    stamp.update({suite: eval_args(plan) for suite in suites})
+    atomic_write_json(path, stamp)
+
+
 def missing_suites(plan: RunPlan, root: Path, model_dir: Path | None) -> list[str]:
-    """Benchmarks this run still needs: absent from its results.json, or measured on other weights."""
+    """Benchmarks this run still needs: absent from its results.json, measured on other weights, or scored with
+    other ``sapo eval`` flags than this scale's (``record_eval``)."""
     path = root / RESULTS_ROOT / plan.run_id / "results.json"
     if not path.is_file():
         return list(plan.suites)
@@ -107,7 +129,8 @@ def missing_suites(plan: RunPlan, root: Path, model_dir: Path | None) -> list[st
         if body["model"].get("weights_sha256") != weights_fingerprint(model_dir):
             return list(plan.suites)
     done = {name for name, entry in body["benchmarks"].items() if "skipped" not in entry}
-    return [s for s in plan.suites if s not in done]
+    stamp = json.loads(_eval_stamp(plan, root).read_text()) if _eval_stamp(plan, root).is_file() else {}
+    return [s for s in plan.suites if s not in done or stamp.get(s) != eval_args(plan)]
 
 
 def paper_scale_blockers() -> list[str]:
@@ -160,6 +183,7 @@ def reproduce(name: str, scale: str = "embedded", *, force: bool = False, root: 
         suites = list(plan.suites) if force else missing_suites(plan, root, model_dir)
         if suites:
             run_child(eval_step(plan, root, suites, []), root / RESULTS_ROOT / plan.run_id / "eval.log", root)
+            record_eval(plan, root, suites)
         else:
             logger.info(f"== evaluate {plan.run_id}: reusing its results")
     render(name, scale, plans, root)

@@ -39,6 +39,7 @@ def finish(plan, root: Path, weights: float, suites=("verifiable", "ifeval", "mt
     write_results(root / reproduce_run.RESULTS_ROOT / plan.run_id,
                   model={"name": plan.run_id, "weights_sha256": weights_fingerprint(run_dir)}, run={}, judge=None,
                   benchmarks={s: {"data": "fixtures", "metrics": metrics[s]} for s in suites})  # fmt: skip
+    reproduce_run.record_eval(plan, root, list(suites))
 
 
 def test_a_second_run_only_renders(checkout, monkeypatch):
@@ -64,6 +65,21 @@ def test_changed_recipe_or_weights_are_not_reused(checkout):
     recipe = checkout / plan.recipe
     recipe.write_text(recipe.read_text() + "\nlearning_rate: 1.0e-7\n")
     assert not reproduce_run.trained(plan, checkout)
+
+
+def test_benchmarks_scored_with_other_eval_flags_are_not_reused(checkout, monkeypatch):
+    plan = plan_runs(load_spec("table2"), "embedded", checkout)[1]
+    finish(plan, checkout, weights=1.0)
+    model_dir = checkout / reproduce_run.RUNS_ROOT / plan.run_id
+    assert reproduce_run.missing_suites(plan, checkout, model_dir) == []
+    # The scale's flags change (here the verifiable limit): every benchmark scored under the old ones is stale.
+    monkeypatch.setitem(reproduce_run.EVAL_ARGS, "embedded", [*reproduce_run.EVAL_ARGS["embedded"][:-1], "verifiable=8"])
+    assert reproduce_run.missing_suites(plan, checkout, model_dir) == ["verifiable", "ifeval", "mtbench", "alpacaeval"]
+    reproduce_run.record_eval(plan, checkout, ["mtbench"])  # re-scored in part: the rest stays stale
+    assert reproduce_run.missing_suites(plan, checkout, model_dir) == ["verifiable", "ifeval", "alpacaeval"]
+    # Results from before the stamp existed (no reproduce_eval.json) are not trusted either.
+    (checkout / reproduce_run.RESULTS_ROOT / plan.run_id / "reproduce_eval.json").unlink()
+    assert len(reproduce_run.missing_suites(plan, checkout, model_dir)) == 4
 
 
 def test_ablation_rows_train_with_their_overrides_in_their_own_folder(checkout):
