@@ -17,6 +17,8 @@ from importlib import metadata
 
 import torch
 
+from sapo.procmem import memory_status
+
 PACKAGES = ("torch", "transformers", "trl", "accelerate", "lm_eval")
 
 
@@ -46,16 +48,10 @@ def spread(times: list[float]) -> float:
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident memory so far: VmHWM, the high-water mark of its own address space. Not
-    ``getrusage``'s ru_maxrss: Linux carries the parent's peak into an exec'ed child, so a child started by a
-    large process reads the parent's peak (every bench child read 0 bytes above its baseline)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    """This process's peak resident memory so far (VmHWM; see ``sapo.procmem``)."""
+    peak = memory_status().get("VmHWM")
+    if peak is not None:
+        return peak
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # no /proc: macOS reports bytes, others KiB
     return peak if sys.platform == "darwin" else peak * 1024
 

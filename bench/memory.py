@@ -54,11 +54,9 @@ def measure(kind: str, model_path: str, shape: StepShape) -> int:
 
 
 def parameter_bytes(model_path: str) -> int:
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from sapo.bench.predict import local_model
 
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_path))
-    return sum(p.numel() for p in model.parameters()) * 4  # float32, as the CPU runs train
+    return sum(p.numel() for p in local_model(model_path, 4).parameters()) * 4  # float32, as the CPU runs train
 
 
 def parts(param_bytes: int, activations: int, sapo_loss: str) -> dict[str, int]:

@@ -119,7 +119,8 @@ def _listed_model(key: str, dtype_bytes: int):
 
 
 @cache
-def _local_model(name: str, dtype_bytes: int):
+def local_model(name: str, dtype_bytes: int):
+    """A local (or cached) model's shapes on the meta device: ``name`` as ``sapo train`` takes it."""
     from transformers import AutoConfig
 
     from sapo.models import resolve_model_path
@@ -134,7 +135,7 @@ def recipe_model(recipe: dict, recipe_path: Path, dtype_bytes: int) -> tuple[str
         if name in spec["names"]:
             return f"{key} ({spec['source']})", _listed_model(key, dtype_bytes)
     try:
-        return f"{name} (its config.json)", _local_model(name, dtype_bytes)
+        return f"{name} (its config.json)", local_model(name, dtype_bytes)
     except (OSError, ValueError, SapoError) as err:  # offline and not cached, or no such folder: the user must add it
         raise RecipeError(f"{recipe_path}: model {name!r} is not in bench/models.yaml and its config is not on this "
                           f"machine ({type(err).__name__}); add its size to bench/models.yaml") from err  # fmt: skip

@@ -53,13 +53,12 @@ def commit() -> str | None:
     return done.stdout.strip() + ("+changes" if dirty else "")
 
 
-def record(found: dict[str, dict], goals: dict[str, dict], model: str) -> dict[str, dict]:
-    """Each measured entry with its label, goal, verdict, and what and when it was measured."""
-    from sapo.bench.measure import machine
-
+def record(found: dict[str, dict], goals: dict[str, dict], model: str, packages: dict) -> dict[str, dict]:
+    """Each measured entry with its label, goal, verdict, and what and when it was measured (``packages``: the
+    versions the run read, ``measure.machine()["packages"]``)."""
     # Each entry keeps what it was measured with: a later run of other entries may change packages or model.
     stamp = {"commit": commit(), "measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "model": model,
-             "packages": machine()["packages"]}  # fmt: skip
+             "packages": packages}  # fmt: skip
     rows = {}
     for key, entry in found.items():
         goal = goals[key]

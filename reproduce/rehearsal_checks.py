@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sapo.log import get_logger
+from sapo.procmem import memory_status
 
 logger = get_logger(__name__)
 
@@ -73,20 +74,11 @@ def memory_peaks(child: subprocess.Popen, every: float = 0.5) -> tuple[float, fl
             continue
         now = 0.0
         for proc in tree:
-            status = _proc_status(proc.pid)
+            status = {key: value / 2**20 for key, value in memory_status(proc.pid).items()}  # MiB
             largest, now = max(largest, status.get("VmHWM", 0.0)), now + status.get("VmRSS", 0.0)
         total = max(total, now)
         time.sleep(every)
     return round(largest, 1), round(total, 1)
-
-
-def _proc_status(pid: int) -> dict[str, float]:
-    """VmHWM and VmRSS of ``pid`` in MiB (empty when it has gone)."""
-    try:
-        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    except OSError:
-        return {}
-    return {k: int(v.split()[0]) / 1024 for k, v in (line.split(":", 1) for line in lines) if k in ("VmHWM", "VmRSS")}
 
 
 def check_trained(folder: Path, start: Path | None = None) -> dict:

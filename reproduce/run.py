@@ -35,8 +35,8 @@ from sapo.errors import SapoError
 from sapo.files import atomic_write_json
 from sapo.log import get_logger
 from sapo.reproduce.children import (
-    RESULTS_ROOT,
     EVAL_STAMP,
+    RESULTS_ROOT,
     RUN_STAMP,
     RUNS_ROOT,
     Step,

@@ -73,7 +73,9 @@ def test_benchmarks_scored_with_other_eval_flags_are_not_reused(checkout, monkey
     model_dir = checkout / reproduce_run.RUNS_ROOT / plan.run_id
     assert reproduce_run.missing_suites(plan, checkout, model_dir) == []
     # The scale's flags change (here the verifiable limit): every benchmark scored under the old ones is stale.
-    monkeypatch.setitem(reproduce_run.EVAL_ARGS, "embedded", [*reproduce_run.EVAL_ARGS["embedded"][:-1], "verifiable=8"])
+    monkeypatch.setitem(
+        reproduce_run.EVAL_ARGS, "embedded", [*reproduce_run.EVAL_ARGS["embedded"][:-1], "verifiable=8"]
+    )
     assert reproduce_run.missing_suites(plan, checkout, model_dir) == ["verifiable", "ifeval", "mtbench", "alpacaeval"]
     reproduce_run.record_eval(plan, checkout, ["mtbench"])  # re-scored in part: the rest stays stale
     assert reproduce_run.missing_suites(plan, checkout, model_dir) == ["verifiable", "ifeval", "alpacaeval"]
