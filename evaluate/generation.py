@@ -34,6 +34,7 @@ class LoadedModel:
     dtype: str
     device: str
     fingerprint: str | None = None  # sha256 of the weights (results.weights_fingerprint)
+    weight_major: bool = False  # --cpu-fast-decoding (sapo.generation.weight_major_linears)
 
     @property
     def model_id(self) -> str:
@@ -42,8 +43,10 @@ class LoadedModel:
         return Path(self.name).name if Path(self.name).exists() else self.name
 
 
-def load_for_eval(name: str, *, dtype: str = "float32", device: str = "cpu", chat_template: str | None = None):
-    """Load ``name`` (hub name, folder, ``embedded`` or ``tiny``) for generation."""
+def load_for_eval(name: str, *, dtype: str = "float32", device: str = "cpu", chat_template: str | None = None,
+                  weight_major: bool = False):  # fmt: skip
+    """Load ``name`` (hub name, folder, ``embedded`` or ``tiny``) for generation; ``weight_major``: decode with
+    ``sapo.generation.weight_major_linears`` (a CPU-only opt-in that changes numerics)."""
     path = str(resolve_model_path(name))
     tokenizer = load_tokenizer(path)
     if chat_template:
@@ -51,7 +54,7 @@ def load_for_eval(name: str, *, dtype: str = "float32", device: str = "cpu", cha
     if tokenizer.chat_template is None:
         raise RecipeError(f"{name}: the tokenizer has no chat template; pass --chat-template (chatml, zephyr, llama3)")
     model = load_causal_lm(path, dtype=getattr(torch, dtype)).to(device).eval()
-    return LoadedModel(name, path, model, tokenizer, dtype, device, weights_fingerprint(path))
+    return LoadedModel(name, path, model, tokenizer, dtype, device, weights_fingerprint(path), weight_major)
 
 
 # Where a config states its context, in lm-eval's order (lm_eval.models.utils.resolve_max_length).
@@ -145,7 +148,8 @@ def generate_chat(
             batch = [i for i in order[start : start + batch_size] if temps[i] == t]
             outputs = sample_continuations(loaded.model, [prompts[i] for i in batch], max_new_tokens,
                                            pad_token_id=pad, eos_token_id=eos, temperature=t or 1.0, top_k=0,
-                                           top_p=1.0, generator=generator, do_sample=t > 0)  # fmt: skip
+                                           top_p=1.0, generator=generator, do_sample=t > 0,
+                                           weight_major=loaded.weight_major)  # fmt: skip
             for i, ids in zip(batch, outputs, strict=True):
                 answers[i] = tok.decode([x for x in ids if x not in eos], skip_special_tokens=True).strip()
             start += len(batch)

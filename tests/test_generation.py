@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from sapo.generation import sample_continuations, sampling_warpers
+from sapo.generation import WEIGHT_MAJOR_MAX_ROWS, sample_continuations, sampling_warpers, weight_major_linears
 
 EOS = 2
 
@@ -219,3 +219,48 @@ def test_bad_arguments_raise(tiny_model):
         _greedy(tiny_model, [[1], []], 2, eos_token_id=None)
     with pytest.raises(ValueError, match="temperature"):
         _sample(tiny_model, 0, temperature=0.0)
+
+
+# ---------------------------------------------------------------- --cpu-fast-decoding (weight-first products, opt-in)
+
+
+def test_weight_major_changes_each_plain_linear_while_open_and_restores_it(tiny_model):
+    linears = [m for m in tiny_model.modules() if type(m) is torch.nn.Linear]
+    assert len(linears) == 2 * 7 + 1  # q, k, v, o, gate, up, down per layer; the LM head
+    hooked = tiny_model.model.layers[0].mlp.down_proj
+    hooked.forward = hooked.forward  # an instance forward, as accelerate's hooks set: left alone
+    try:
+        with weight_major_linears(tiny_model, enabled=False) as changed:
+            assert changed == 0 and all("forward" not in vars(m) for m in linears if m is not hooked)
+        with weight_major_linears(tiny_model) as changed:
+            assert changed == len(linears) - 1
+        assert all("forward" not in vars(m) for m in linears if m is not hooked)
+    finally:
+        del hooked.forward
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_weight_major_product_is_the_linear_map_and_leaves_prefill_alone(bias):
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(96, 200, bias=bias)
+    holder = torch.nn.Sequential(layer)
+    for rows in (1, 2, 3, 8, WEIGHT_MAJOR_MAX_ROWS, WEIGHT_MAJOR_MAX_ROWS + 1, 64):
+        x = torch.randn(rows, 1, 96)  # (batch, one position, features): a decoding step's shape
+        standard = layer(x)
+        with weight_major_linears(holder):
+            fast = layer(x)
+        assert fast.shape == standard.shape and fast.is_contiguous()
+        if rows > WEIGHT_MAJOR_MAX_ROWS:  # a prefill keeps the standard product, bit for bit
+            assert torch.equal(fast, standard)
+        else:  # the same map summed in another order: equal to float32 rounding, not bit for bit
+            torch.testing.assert_close(fast, standard, rtol=1e-5, atol=1e-5)
+
+
+def test_weight_major_decoding_keeps_the_greedy_tokens_and_the_default_is_standard(tiny_model):
+    standard = _greedy(tiny_model, CONTEXTS, 8, eos_token_id=None)
+    fast = sample_continuations(tiny_model, CONTEXTS, 8, pad_token_id=0, eos_token_id=None, temperature=1.0,
+                                top_k=None, top_p=1.0, generator=None, do_sample=False, weight_major=True)  # fmt: skip
+    # This model's margins (initializer_range 0.5) are far above 1e-5: no near tie for the order of sums to flip.
+    assert fast == standard
+    assert standard == [_greedy_alone(tiny_model, c, 8, eos_token_id=None) for c in CONTEXTS]
+    assert all("forward" not in vars(m) for m in tiny_model.modules())

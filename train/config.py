@@ -192,6 +192,15 @@ class HarnessArguments:
             "choices": ["float32", "bfloat16", "float16", "auto"],
         },
     )
+    cpu_fast_decoding: bool = field(
+        default=False,
+        metadata={
+            "help": "SAPO's segments and SPIN's answers on a CPU: compute each decoding step's linear layers "
+            "weight-first (W @ x.T), about 2x faster for 2-8 rows with MKL (results/bench/NOTES.md). The sums run "
+            "in another order (logits move by ~1e-5), so a seeded run is no longer bit-identical to one without "
+            "it; off by default. No effect on a GPU."
+        },
+    )
 
     def __post_init__(self):
         for name, choices in (

@@ -190,7 +190,8 @@ def generate_rejected(
             prompts = [examples[i].prompt_ids for i in batch]
             budgets = [min(settings["max_new_tokens"], (settings["max_length"] or 10**9) - len(p)) for p in prompts]
             answers = sample_continuations(model, prompts, budgets, pad_token_id=pad, eos_token_id=eos,
-                                           temperature=1.0, top_k=0, top_p=1.0, generator=None, do_sample=False)  # fmt: skip
+                                           temperature=1.0, top_k=0, top_p=1.0, generator=None, do_sample=False,
+                                           weight_major=settings.get("backend", "").endswith("+weight-major"))  # fmt: skip
             if settings.get("rejected_format") == "retemplate":
                 room = [settings["max_length"] - len(p) if settings["max_length"] else None for p in prompts]
                 answers = [retemplate(a, tokenizer, layout, eos, r, frame) for a, r in zip(answers, room, strict=True)]
@@ -230,7 +231,8 @@ def run_spin(config: SPINConfig, tokenizer, examples: list[ChatExample]) -> Path
         folder = iteration_folder(config, t)
         settings = {"opponent": str(opponent), "max_new_tokens": config.spin_max_new_tokens, "decoding": "greedy",
                     "batch_size": config.spin_generation_batch_size, "max_length": config.max_length,
-                    "backend": "transformers", "prompts_sha256": prompts_hash,
+                    "prompts_sha256": prompts_hash,
+                    "backend": "transformers" + ("+weight-major" if config.cpu_fast_decoding else ""),
                     "rejected_format": config.spin_rejected_format}  # fmt: skip
         if (folder / MANIFEST).is_file():  # finished earlier: its model is the next opponent
             done = json.loads((folder / MANIFEST).read_text())

@@ -210,6 +210,7 @@ class SAPOTrainer(ModelCardMixin, DPOTrainer):
                 top_k=args.top_k,
                 top_p=args.top_p,
                 generator=rng.sampling,
+                weight_major=args.cpu_fast_decoding,
             )
         seconds = time.perf_counter() - began
         entries = []
