@@ -8,6 +8,8 @@ Three trainers live in one process and take turns (``measure.take_turns``) on ba
   its segments never end early at EOS: the step's worst case, and the same work every turn), then the
   buffer, collation, loss, and the EMA/reference callback;
 - ``sapo_no_gen``: the same without generation (a fixed rejected answer): what SAPO adds besides it.
+- ``sapo_fast``: ``sapo`` with ``cpu_fast_decoding`` (the opt-in weight-first decoding products; numerics
+  differ from ``sapo`` by float rounding, so its segments are not ``sapo``'s bit for bit).
 
 Each timed call is ``training_step`` + optimizer step + the step-end callbacks, as Trainer's loop
 runs them. The counted FLOPs of a training step (``training_flops``) and the bytes a decoding step
@@ -109,9 +111,9 @@ def _common(out: str, shape: StepShape) -> dict:
 
 
 class StepBench:
-    """The trainers of one shape, ready to step. ``kinds``: which of dpo, sapo, sapo_no_gen to build."""
+    """The trainers of one shape, ready to step. ``kinds``: which of dpo, sapo, sapo_no_gen, sapo_fast to build."""
 
-    def __init__(self, model_path: str, shape: StepShape, kinds=("dpo", "sapo", "sapo_no_gen")):
+    def __init__(self, model_path: str, shape: StepShape, kinds=("dpo", "sapo", "sapo_no_gen", "sapo_fast")):
         from datasets import Dataset
 
         self.shape = shape
@@ -119,9 +121,8 @@ class StepBench:
         examples = bench_examples(tokenizer, shape)
         out = tempfile.mkdtemp(prefix="sapo-bench-")
         load = AutoModelForCausalLM.from_pretrained
-        sapo_args = SAPOConfig(**_common(out, shape), max_prompt_length=shape.prompt_tokens, sapo_loss=shape.sapo_loss,
-                               segment_max_new_tokens=shape.segment, buffer_size=shape.buffer_size,
-                               ref_update_steps=2)  # fmt: skip
+        sapo_kwargs = dict(**_common(out, shape), max_prompt_length=shape.prompt_tokens, sapo_loss=shape.sapo_loss,
+                           segment_max_new_tokens=shape.segment, buffer_size=shape.buffer_size, ref_update_steps=2)  # fmt: skip
         self.trainers: dict[str, SAPOTrainer | DPOTrainer] = {}
         self.batches: dict[str, dict] = {}
         sapo_batch = {"prompt_ids": [e.prompt_ids for e in examples], "chosen_ids": [e.answer_ids for e in examples]}
@@ -134,8 +135,9 @@ class StepBench:
                                            processing_class=tokenizer)  # fmt: skip
                 self.batches[kind] = trainer._prepare_inputs(trainer.data_collator(pairs))
             else:
-                cls = _TimedSAPO if kind == "sapo" else _FixedPairsSAPO
-                trainer = cls(model=load(model_path), args=sapo_args, train_dataset=to_dataset(examples),
+                cls = _FixedPairsSAPO if kind == "sapo_no_gen" else _TimedSAPO
+                args = SAPOConfig(**sapo_kwargs, cpu_fast_decoding=kind == "sapo_fast")
+                trainer = cls(model=load(model_path), args=args, train_dataset=to_dataset(examples),
                               processing_class=tokenizer)  # fmt: skip
                 self.batches[kind] = sapo_batch
             trainer.create_optimizer()
