@@ -55,7 +55,7 @@ def chosen_groups(only: str | None, goals: dict[str, dict]) -> list[str]:
 def run_bench(args: argparse.Namespace) -> int:
     from sapo.bench.entries import BenchContext
     from sapo.bench.measure import machine, machine_slug
-    from sapo.bench.report import format_table, load_goals, record, render_readme, update_results
+    from sapo.bench.report import commit, format_table, load_goals, record, render_readme, update_results
     from sapo.models import resolve_model_path
 
     goals = load_goals()
@@ -63,6 +63,7 @@ def run_bench(args: argparse.Namespace) -> int:
     ctx = BenchContext(args.model, str(resolve_model_path(args.model)), rounds=args.rounds, quick=args.quick,
                        output=args.output)  # fmt: skip
     info = machine()
+    measured_commit = commit()  # now: the code that runs, before the run writes its own files into the tree
     output = Path(args.output)
     found: dict[str, dict] = {}
     extra: dict = {}
@@ -76,7 +77,7 @@ def run_bench(args: argparse.Namespace) -> int:
         seconds[name] = round(time.perf_counter() - began, 1)
         logger.info(f"sapo bench: {name} took {seconds[name]:.0f} s")
     extra["group_seconds"] = {**(extra.get("group_seconds") or {}), **seconds}
-    rows = record(found, goals, args.model, info["packages"])
+    rows = record(found, goals, args.model, info["packages"], measured_commit)
     print(f"\nmachine: {info['cpu']}, {info['cpu_cores']} cores, {info['torch_threads']} torch threads"
           + (f"; {info['gpu_count']} x {info['gpu']}" if "gpu" in info else "") + f"; model: {args.model}")  # fmt: skip
     print(format_table(rows))

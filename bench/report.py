@@ -53,11 +53,13 @@ def commit() -> str | None:
     return done.stdout.strip() + ("+changes" if dirty else "")
 
 
-def record(found: dict[str, dict], goals: dict[str, dict], model: str, packages: dict) -> dict[str, dict]:
+def record(found: dict[str, dict], goals: dict[str, dict], model: str, packages: dict,
+           measured_commit: str | None) -> dict[str, dict]:  # fmt: skip
     """Each measured entry with its label, goal, verdict, and what and when it was measured (``packages``: the
-    versions the run read, ``measure.machine()["packages"]``)."""
+    versions the run read, ``measure.machine()["packages"]``; ``measured_commit``: ``commit()`` read when the run
+    began, before its own files (the growth plot) changed the tree or a commit landed during it)."""
     # Each entry keeps what it was measured with: a later run of other entries may change packages or model.
-    stamp = {"commit": commit(), "measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "model": model,
+    stamp = {"commit": measured_commit, "measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "model": model,
              "packages": packages}  # fmt: skip
     rows = {}
     for key, entry in found.items():

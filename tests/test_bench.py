@@ -71,12 +71,13 @@ def test_results_file_keeps_entries_not_run_and_readme_renders(tmp_path):
     goals = report.load_goals()
     machine = {"cpu": "test cpu", "cpu_cores": 2, "torch_threads": 2, "memory_gib": 24, "python": "3.11",
                "packages": {"torch": "2.13.0"}}  # fmt: skip
-    path, packages = tmp_path / "cpu-2-cores.json", machine["packages"]
+    path, stamp = tmp_path / "cpu-2-cores.json", (machine["packages"], "abc1234")
     report.update_results(
-        path, machine, report.record({"full_step": {"value": 3.0, "detail": "d"}}, goals, "m", packages)
+        path, machine, report.record({"full_step": {"value": 3.0, "detail": "d"}}, goals, "m", *stamp)
     )
-    report.update_results(path, machine, report.record({"openllm_overhead": {"value": 1.01}}, goals, "m", packages))
+    report.update_results(path, machine, report.record({"openllm_overhead": {"value": 1.01}}, goals, "m", *stamp))
     body = json.loads(path.read_text())
+    assert body["entries"]["full_step"]["commit"] == "abc1234"  # the commit read when the run began
     assert body["entries"]["full_step"]["met"] is False and body["entries"]["openllm_overhead"]["met"] is True
     (tmp_path / "NOTES.md").write_text("## Notes\nfull step: generation dominates")
     text = report.render_readme(tmp_path).read_text()
