@@ -17,12 +17,13 @@ from sapo.log import get_logger
 logger = get_logger(__name__)
 
 # Group name -> "module:function"; each returns {entry: measured} (see entries.py). Run in this order: the
-# cheap guards last, so a long entry's failure shows early. reproduce (~19 min alone) runs only when named.
+# cheap guards last, so a long entry's failure shows early. growth_memory (~15 min) and reproduce (~19 min) run only
+# when named.
 GROUPS = {"step": "entries:step_group", "memory": "entries:memory_group", "growth": "growth:growth_group",
           "ema": "guards:ema_group", "generation": "guards:generation_group",
           "eval_generation": "guards:eval_generation_group", "openllm": "guards_openllm:openllm_group",
-          "reproduce": "entries:reproduce_group"}  # fmt: skip
-ON_REQUEST = ("reproduce",)
+          "growth_memory": "growth:growth_memory_group", "reproduce": "entries:reproduce_group"}  # fmt: skip
+ON_REQUEST = ("growth_memory", "reproduce")  # minutes each: run by --only
 
 
 def _group_function(name: str):
@@ -112,10 +113,11 @@ def add_bench_command(sub) -> None:
         description="Run every bench entry (bench/goals.yaml) against its baseline in one process, taking turns, "
         "and print each ratio with its goal and whether it is met; write results/bench/<machine>.json and the "
         "rendered results/bench/README.md. About 20 minutes on 2 CPU cores. The embedded reproduce_table2 wall "
-        "time (~19 min more on 2 cores) runs only when named: --only reproduce_table2. --predict RECIPE prints the hours a "
+        "time (~19 min more on 2 cores) and the memory sweep (~15 min) run only when named: --only reproduce_table2, "
+        "--only growth_memory. --predict RECIPE prints the hours a "
         "recipe would take on --gpus N of --gpu-type T, with its assumptions.",
     )
-    p.add_argument("--only", metavar="ENTRY,...", help="entries or groups to run (default: all but reproduce); "
+    p.add_argument("--only", metavar="ENTRY,...", help="entries or groups to run (default: all but growth_memory and reproduce); "
                    "a results file keeps the entries not run")  # fmt: skip
     p.add_argument("--model", default="embedded", help="embedded (default), tiny or a checkpoint folder")
     p.add_argument("--rounds", type=positive_int, default=2,

@@ -6,6 +6,9 @@ included); DPO runs where it has the axis (sequence length and batch: it has no 
 point is one warm-up step and the best of ``rounds`` timed steps (``measure.take_turns``); a shape shared by
 several axes (the base) is measured once.
 
+``memory_sweep`` measures the same points for peak memory (``sapo bench --only growth_memory``, on request:
+a child process per point), fitted per kind as a fixed part plus a part per trained token.
+
 The cost model, fitted by least squares to the points:
 
     step_seconds = t0 + counted_training_FLOPs / flops_per_s + decode_steps * decode_bytes / bytes_per_s
@@ -90,29 +93,67 @@ def _measure_shape(model_path: str, shape: StepShape, kinds: tuple[str, ...], ro
     return found
 
 
-def sweep(model_path: str, points=None, kinds=("sapo", "dpo"), rounds: int = 1, memory: bool = False) -> list[dict]:
-    """Time per optimizer step at every point of ``points`` (``plan()``'s by default) for each of ``kinds``
-    (DPO only on the axes it has). One process, one shape at a time; a shape on several axes is measured once.
-    ``memory``: also each SAPO point's peak memory, in a child process each (``memory.measure``; minutes)."""
-    from sapo.bench.memory import measure
-
-    points = plan() if points is None else points
-    measured: dict[StepShape, dict[str, dict]] = {}
+def _unique_shapes(points, kinds) -> dict[StepShape, list[str]]:
+    """Each distinct shape of ``points`` and the kinds it runs (DPO only on the axes it has): a shape on several
+    axes (the base) is measured once."""
+    shapes: dict[StepShape, list[str]] = {}
     for axis, _, shape in points:
-        wanted = tuple(k for k in kinds if k != "dpo" or axis in DPO_AXES)
-        measured.setdefault(shape, {})
-        measured[shape].update({k: None for k in wanted if k not in measured[shape]})
-    for i, (shape, by_kind) in enumerate(measured.items()):
-        logger.info(f"growth: shape {i + 1}/{len(measured)} {shape} ({', '.join(by_kind)})")
-        by_kind.update(_measure_shape(model_path, shape, tuple(by_kind), rounds))
-        if memory and "sapo" in by_kind:
-            by_kind["sapo"]["peak_bytes"] = measure("sapo", model_path, shape)
+        wanted = shapes.setdefault(shape, [])
+        wanted += [k for k in kinds if (k != "dpo" or axis in DPO_AXES) and k not in wanted]
+    return shapes
+
+
+def _per_point(points, kinds, measured: dict[StepShape, dict[str, dict]]) -> list[dict]:
+    """The measurements laid out per (axis, value, kind) of ``points``."""
     found = []
     for (axis, value, shape), kind in product(points, kinds):
         if kind in measured[shape] and (kind != "dpo" or axis in DPO_AXES):
             found.append({"axis": axis, "value": value, "kind": kind, "shape": asdict(shape), "device": device(),
                           **measured[shape][kind]})  # fmt: skip
     return found
+
+
+def sweep(model_path: str, points=None, kinds=("sapo", "dpo"), rounds: int = 1) -> list[dict]:
+    """Time per optimizer step at every point of ``points`` (``plan()``'s by default) for each of ``kinds``
+    (DPO only on the axes it has). One process, one shape at a time."""
+    points = plan() if points is None else points
+    measured: dict[StepShape, dict[str, dict]] = {}
+    for i, (shape, kinds_here) in enumerate(_unique_shapes(points, kinds).items()):
+        logger.info(f"growth: shape {i + 1} {shape} ({', '.join(kinds_here)})")
+        measured[shape] = _measure_shape(model_path, shape, tuple(kinds_here), rounds)
+    return _per_point(points, kinds, measured)
+
+
+def memory_sweep(model_path: str, points=None, kinds=("sapo", "dpo")) -> list[dict]:
+    """Peak memory of two optimizer steps at every point (``memory.measure``: a child process per shape and
+    kind, its peak above its own baseline), with the tokens a step trains on (batch x prompt + answer)."""
+    from sapo.bench.memory import measure
+
+    points = plan() if points is None else points
+    measured: dict[StepShape, dict[str, dict]] = {}
+    for i, (shape, kinds_here) in enumerate(_unique_shapes(points, kinds).items()):
+        logger.info(f"growth (memory): shape {i + 1} {shape} ({', '.join(kinds_here)})")
+        measured[shape] = {kind: {"peak_bytes": measure(kind, model_path, shape),
+                                  "tokens": shape.batch * shape.max_length} for kind in kinds_here}  # fmt: skip
+    return _per_point(points, kinds, measured)
+
+
+def fit_memory(points: list[dict]) -> dict[str, dict]:
+    """Per kind, ``peak_bytes = fixed + per_token * tokens`` by least squares (tokens = batch x sequence length):
+    what a step holds whatever its batch (weights, optimizer state) and what each trained token adds
+    (activations, logits). Segment and buffer sizes do not enter: their points show whether they should."""
+    fits = {}
+    for kind in dict.fromkeys(p["kind"] for p in points):
+        mine = list({(p["tokens"], p["peak_bytes"]): p for p in points if p["kind"] == kind}.values())
+        tokens = np.array([p["tokens"] for p in mine], dtype=float)
+        peak = np.array([p["peak_bytes"] for p in mine], dtype=float)
+        if len(set(tokens.tolist())) < 2:
+            raise ValueError(f"fit_memory: {kind} needs points of at least two token counts")
+        per_token, fixed = np.polyfit(tokens, peak, 1)
+        relative = (fixed + per_token * tokens - peak) / peak
+        fits[kind] = {"fixed_bytes": float(fixed), "bytes_per_token": float(per_token), "points": len(mine),
+                      "rms_relative_error": float(np.sqrt(np.mean(relative**2)))}  # fmt: skip
+    return fits
 
 
 def _solve_nonnegative(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -212,6 +253,65 @@ def plot_growth(points: list[dict], fit: dict, path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_memory(points: list[dict], fits: dict[str, dict], path: str | Path) -> Path:
+    """One PNG, one panel per axis: peak MiB of two steps for SAPO and DPO (markers) and the fitted line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axes_names = list(dict.fromkeys(p["axis"] for p in points))
+    fig, panels = plt.subplots(1, len(axes_names), figsize=(4 * len(axes_names), 3.6), squeeze=False)
+    styles = {"sapo": ("tab:red", "o", "SAPO full step"), "dpo": ("tab:blue", "s", "TRL DPO step")}
+    for panel, axis in zip(panels[0], axes_names, strict=True):
+        for kind, (color, marker, label) in styles.items():
+            mine = sorted((p["value"], p["peak_bytes"], p["tokens"]) for p in points
+                          if p["axis"] == axis and p["kind"] == kind)  # fmt: skip
+            if not mine:
+                continue
+            x, peak, tokens = zip(*mine, strict=True)
+            fit = fits[kind]
+            panel.plot(x, [b / 2**20 for b in peak], marker=marker, color=color, linestyle="none",
+                       label=f"{label}, measured")  # fmt: skip
+            panel.plot(x, [(fit["fixed_bytes"] + fit["bytes_per_token"] * t) / 2**20 for t in tokens], color=color,
+                       linestyle="--", label=f"{label}, fitted")  # fmt: skip
+        panel.set_xticks(sorted({p["value"] for p in points if p["axis"] == axis}))
+        panel.set_xlabel(AXIS_LABELS.get(axis, axis))
+        panel.grid(alpha=0.3)
+    panels[0][0].set_ylabel("peak MiB (two optimizer steps)")
+    panels[0][0].legend(fontsize=7)
+    fig.suptitle("Peak memory as each size grows; fit per kind: fixed + per trained token ("
+                 + "; ".join(f"{k}: {f['fixed_bytes'] / 2**20:.0f} MiB + {f['bytes_per_token'] / 2**10:.0f} KiB/token"
+                             for k, f in fits.items()) + ")", fontsize=9)  # fmt: skip
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def growth_memory_group(ctx, output: str | Path | None = None) -> dict:
+    """The ``growth_memory`` group (on request, ~15 min on 2 CPU cores): the growth sweep's points measured for
+    peak memory instead of time, fitted per kind and plotted (``_extra``: ``growth_memory_points``,
+    ``growth_memory_fit``, ``growth_memory_png``)."""
+    from sapo.bench.measure import machine, machine_slug
+
+    base, grid = (QUICK_BASE, QUICK_GRID) if ctx.quick else (BASE, GRID)
+    if ctx.quick:  # one point less per axis than the time sweep: each point is a child process
+        grid = {"sequence": grid["sequence"], "batch": (base.batch,)}
+    points = memory_sweep(ctx.model_path, plan(base, grid))
+    fits = fit_memory(points)
+    for kind, fit in fits.items():
+        logger.info(f"memory ({kind}): {fit['fixed_bytes'] / 2**20:.0f} MiB + {fit['bytes_per_token'] / 2**10:.0f} "
+                    f"KiB per trained token (rms relative error {fit['rms_relative_error']:.1%})")  # fmt: skip
+    extra = {"growth_memory_points": points, "growth_memory_fit": fits}
+    if not ctx.quick:
+        folder = Path(output or ctx.output)
+        extra["growth_memory_png"] = plot_memory(points, fits, folder / f"memory-{machine_slug(machine())}.png").name
+    return {"_extra": extra}
 
 
 def growth_group(ctx, output: str | Path | None = None) -> dict:

@@ -125,6 +125,8 @@ def render_readme(folder: Path) -> Path:
         lines += ["Measured at " + "; ".join(f"{c} ({d})" for c, d in stamps) + ".", ""]
         if body.get("growth_png"):
             lines += [f"How cost grows: ![growth]({body['growth_png']})", ""]
+        if body.get("growth_memory_png"):
+            lines += [f"How peak memory grows: ![memory]({body['growth_memory_png']})", ""]
     notes = folder / "NOTES.md"
     if notes.is_file():
         lines += [notes.read_text().strip(), ""]

@@ -55,13 +55,14 @@ def test_machine_slug_names_the_machine_class():
 
 def test_every_goal_parses_and_belongs_to_a_group():
     goals = report.load_goals()
-    assert {g["group"] for g in goals.values()} == set(GROUPS) - {"growth"}
+    assert {g["group"] for g in goals.values()} == set(GROUPS) - {"growth", "growth_memory"}  # those two: fits, plots
     assert goals["full_step"]["goal"] == "<= 1.5" and report.judge(goals["full_step"], 1.5) is True
     assert (
         report.judge(goals["training_flops"], 0.59) is False and report.judge(goals["generation_share"], 0.9) is None
     )
     # the default run is every group but the ones run on request; --only takes entries and groups
-    assert "reproduce" in ON_REQUEST and "reproduce" not in chosen_groups(None, goals)
+    assert {"reproduce", "growth_memory"} <= set(ON_REQUEST) and not set(ON_REQUEST) & set(chosen_groups(None, goals))
+    assert chosen_groups("growth_memory", goals) == ["growth_memory"]
     assert chosen_groups("full_step,ema", goals) == ["step", "ema"]
     with pytest.raises(RecipeError, match="'ful_step' is no bench entry or group .did you mean 'full_step'"):
         chosen_groups("ful_step", goals)

@@ -189,3 +189,30 @@ def test_real_sweep_on_the_tiny_model(tiny_model_dir, tmp_path):
     fit = growth.fit_cost_model(points)
     assert len(fit["relative_error"]) == len(points)
     assert growth.plot_growth(points, fit, tmp_path / "growth.png").is_file()
+
+
+# --------------------------------------------------------------------------- peak memory as the sizes grow
+
+
+def test_memory_fit_is_fixed_plus_per_token():
+    """Two kinds, hand-made peaks: SAPO 900 + 3 bytes per token, DPO 500 + 2; a segment point of the SAPO base's
+    tokens with the same peak weighs once; an exact line fits with no error."""
+    points = [{"kind": "sapo", "tokens": t, "peak_bytes": 900 + 3 * t} for t in (48, 96, 192)]
+    points += [{"kind": "sapo", "tokens": 48, "peak_bytes": 900 + 3 * 48}]  # the base again, on another axis
+    points += [{"kind": "dpo", "tokens": t, "peak_bytes": 500 + 2 * t} for t in (48, 96)]
+    fits = growth.fit_memory(points)
+    assert fits["sapo"]["fixed_bytes"] == pytest.approx(900) and fits["sapo"]["bytes_per_token"] == pytest.approx(3)
+    assert fits["dpo"]["fixed_bytes"] == pytest.approx(500) and fits["dpo"]["bytes_per_token"] == pytest.approx(2)
+    assert fits["sapo"]["points"] == 3 and fits["sapo"]["rms_relative_error"] == pytest.approx(0, abs=1e-12)
+    with pytest.raises(ValueError, match="two token counts"):
+        growth.fit_memory([{"kind": "sapo", "tokens": 48, "peak_bytes": 1000}] * 2)
+
+
+def test_real_memory_sweep_on_the_tiny_model(tiny_model_dir, tmp_path):
+    """Each point's peak comes from a child process of its own (memory.measure); both kinds are fitted and plotted."""
+    points = growth.memory_sweep(str(tiny_model_dir), growth.plan(growth.QUICK_BASE, {"sequence": (32, 48)}))
+    assert [(p["kind"], p["value"]) for p in points] == [("sapo", 32), ("dpo", 32), ("sapo", 48), ("dpo", 48)]
+    assert all(p["peak_bytes"] > 0 and p["tokens"] == p["value"] for p in points)  # batch 1: tokens = length
+    fits = growth.fit_memory(points)
+    assert set(fits) == {"sapo", "dpo"}
+    assert growth.plot_memory(points, fits, tmp_path / "memory.png").is_file()
