@@ -17,7 +17,7 @@ from sapo.log import get_logger
 logger = get_logger(__name__)
 
 # Group name -> "module:function"; each returns {entry: measured} (see entries.py). Run in this order: the
-# cheap guards last, so a long entry's failure shows early. growth_memory (~15 min) and reproduce (~19 min) run only
+# cheap guards last, so a long entry's failure shows early. growth_memory (~3 min) and reproduce (~19 min) run only
 # when named.
 GROUPS = {"step": "entries:step_group", "memory": "entries:memory_group", "growth": "growth:growth_group",
           "ema": "guards:ema_group", "generation": "guards:generation_group",
@@ -113,7 +113,7 @@ def add_bench_command(sub) -> None:
         description="Run every bench entry (bench/goals.yaml) against its baseline in one process, taking turns, "
         "and print each ratio with its goal and whether it is met; write results/bench/<machine>.json and the "
         "rendered results/bench/README.md. About 20 minutes on 2 CPU cores. The embedded reproduce_table2 wall "
-        "time (~19 min more on 2 cores) and the memory sweep (~15 min) run only when named: --only reproduce_table2, "
+        "time (~19 min more on 2 cores) and the memory sweep (~3 min) run only when named: --only reproduce_table2, "
         "--only growth_memory. --predict RECIPE prints the hours a "
         "recipe would take on --gpus N of --gpu-type T, with its assumptions.",
     )

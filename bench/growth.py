@@ -22,6 +22,7 @@ model stops explaining the measurements.
 from __future__ import annotations
 
 import gc
+import json
 from dataclasses import asdict, replace
 from functools import partial
 from itertools import product
@@ -138,24 +139,6 @@ def memory_sweep(model_path: str, points=None, kinds=("sapo", "dpo")) -> list[di
     return _per_point(points, kinds, measured)
 
 
-def fit_memory(points: list[dict]) -> dict[str, dict]:
-    """Per kind, ``peak_bytes = fixed + per_token * tokens`` by least squares (tokens = batch x sequence length):
-    what a step holds whatever its batch (weights, optimizer state) and what each trained token adds
-    (activations, logits). Segment and buffer sizes do not enter: their points show whether they should."""
-    fits = {}
-    for kind in dict.fromkeys(p["kind"] for p in points):
-        mine = list({(p["tokens"], p["peak_bytes"]): p for p in points if p["kind"] == kind}.values())
-        tokens = np.array([p["tokens"] for p in mine], dtype=float)
-        peak = np.array([p["peak_bytes"] for p in mine], dtype=float)
-        if len(set(tokens.tolist())) < 2:
-            raise ValueError(f"fit_memory: {kind} needs points of at least two token counts")
-        per_token, fixed = np.polyfit(tokens, peak, 1)
-        relative = (fixed + per_token * tokens - peak) / peak
-        fits[kind] = {"fixed_bytes": float(fixed), "bytes_per_token": float(per_token), "points": len(mine),
-                      "rms_relative_error": float(np.sqrt(np.mean(relative**2)))}  # fmt: skip
-    return fits
-
-
 def _solve_nonnegative(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Least squares with every coefficient >= 0: the best of the unconstrained solutions over each subset of
     columns (exact for the 3 columns here). A negative cost per FLOP or per byte would be noise, not a fit."""
@@ -198,6 +181,32 @@ def fit_cost_model(points: list[dict]) -> dict:
             "points": len(once)}  # fmt: skip
 
 
+def fit_memory(points: list[dict]) -> dict[str, dict]:
+    """Per kind, ``peak_bytes = fixed + per_token * tokens`` (tokens = batch x sequence length), both >= 0, fitted
+    to the relative error as the time model is: what a step holds whatever its batch (weights, optimizer state)
+    and what each trained token adds (activations, logits). Segment and buffer sizes do not enter: their points,
+    at the base's tokens, show whether they should. A shape on several axes (the base) weighs once."""
+    fits = {}
+    for kind in dict.fromkeys(p["kind"] for p in points):
+        mine = list({json.dumps(p["shape"], sort_keys=True): p for p in points if p["kind"] == kind}.values())
+        tokens = np.array([p["tokens"] for p in mine], dtype=float)
+        peak = np.array([p["peak_bytes"] for p in mine], dtype=float)
+        if len(set(tokens.tolist())) < 2:
+            raise ValueError(f"fit_memory: {kind} needs points of at least two token counts")
+        features = np.stack([np.ones_like(tokens), tokens], axis=1)
+        scale = features.max(axis=0)
+        fixed, per_token = _solve_nonnegative(features / scale / peak[:, None], np.ones(len(mine))) / scale
+        relative = (fixed + per_token * tokens - peak) / peak
+        fits[kind] = {"fixed_bytes": float(fixed), "bytes_per_token": float(per_token), "points": len(mine),
+                      "rms_relative_error": float(np.sqrt(np.mean(relative**2)))}  # fmt: skip
+    return fits
+
+
+def memory_fitted(points: list[dict], fits: dict[str, dict]) -> list[float]:
+    """The fitted peak bytes at each point."""
+    return [fits[p["kind"]]["fixed_bytes"] + fits[p["kind"]]["bytes_per_token"] * p["tokens"] for p in points]
+
+
 def predict_seconds(fit: dict, flops: float, decode_bytes_total: float) -> float:
     """The fitted model's seconds for a step of ``flops`` counted FLOPs that reads ``decode_bytes_total`` bytes
     decoding (steps x bytes per step)."""
@@ -217,9 +226,10 @@ def format_fit(fit: dict, points: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot_growth(points: list[dict], fit: dict, path: str | Path) -> Path:
-    """One PNG, one panel per axis: measured seconds per step for SAPO and DPO (markers) and the fitted model at
-    the same points (dashed)."""
+def _plot_axes(points: list[dict], measured: list[float], fitted: list[float], ylabel: str, title: str,
+               path: str | Path, from_zero: bool) -> Path:  # fmt: skip
+    """One PNG, one panel per axis: each kind's ``measured`` values (markers) and ``fitted`` ones (dashed) at
+    its points (both lists aligned with ``points``); ``from_zero``: the y axis starts at 0."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -230,78 +240,63 @@ def plot_growth(points: list[dict], fit: dict, path: str | Path) -> Path:
     styles = {"sapo": ("tab:red", "o", "SAPO full step"), "dpo": ("tab:blue", "s", "TRL DPO step")}
     for panel, axis in zip(panels[0], axes_names, strict=True):
         for kind, (color, marker, label) in styles.items():
-            mine = sorted((p["value"], p["seconds"], fit["predicted_s"][i]) for i, p in enumerate(points)
+            mine = sorted((p["value"], measured[i], fitted[i]) for i, p in enumerate(points)
                           if p["axis"] == axis and p["kind"] == kind)  # fmt: skip
             if not mine:
                 continue
-            x, measured, fitted = zip(*mine, strict=True)
-            panel.plot(x, measured, marker=marker, color=color, linestyle="none", label=f"{label}, measured")
-            panel.plot(x, fitted, color=color, linestyle="--", label=f"{label}, fitted")
+            x, ours, model = zip(*mine, strict=True)
+            panel.plot(x, ours, marker=marker, color=color, linestyle="none", label=f"{label}, measured")
+            panel.plot(x, model, color=color, linestyle="--", label=f"{label}, fitted")
         panel.set_xticks(sorted({p["value"] for p in points if p["axis"] == axis}))
         panel.set_xlabel(AXIS_LABELS.get(axis, axis))
-        panel.set_ylim(bottom=0)
+        if from_zero:
+            panel.set_ylim(bottom=0)
         panel.grid(alpha=0.3)
-    panels[0][0].set_ylabel("seconds per optimizer step")
+    panels[0][0].set_ylabel(ylabel)
     panels[0][0].legend(fontsize=7)
-    flops = f"{fit['flops_per_s'] / 1e9:.1f} GFLOP/s" if fit["flops_per_s"] else "-"
-    gbytes = f"{fit['bytes_per_s'] / 1e9:.2f} GB/s" if fit["bytes_per_s"] else "-"
-    fig.suptitle(f"How a step's cost grows; fit: t0 {fit['t0_s']:.2f} s, {flops}, decoding {gbytes} "
-                 f"(rms error {fit['rms_relative_error']:.0%})", fontsize=10)  # fmt: skip
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_growth(points: list[dict], fit: dict, path: str | Path) -> Path:
+    """Seconds per optimizer step for SAPO and DPO as each axis grows, measured and fitted (``fit_cost_model``)."""
+    flops = f"{fit['flops_per_s'] / 1e9:.1f} GFLOP/s" if fit["flops_per_s"] else "-"
+    gbytes = f"{fit['bytes_per_s'] / 1e9:.2f} GB/s" if fit["bytes_per_s"] else "-"
+    title = (f"How a step's cost grows; fit: t0 {fit['t0_s']:.2f} s, {flops}, decoding {gbytes} "
+             f"(rms error {fit['rms_relative_error']:.0%})")  # fmt: skip
+    return _plot_axes(points, [p["seconds"] for p in points], fit["predicted_s"], "seconds per optimizer step",
+                      title, path, from_zero=True)  # fmt: skip
 
 
 def plot_memory(points: list[dict], fits: dict[str, dict], path: str | Path) -> Path:
-    """One PNG, one panel per axis: peak MiB of two steps for SAPO and DPO (markers) and the fitted line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    axes_names = list(dict.fromkeys(p["axis"] for p in points))
-    fig, panels = plt.subplots(1, len(axes_names), figsize=(4 * len(axes_names), 3.6), squeeze=False)
-    styles = {"sapo": ("tab:red", "o", "SAPO full step"), "dpo": ("tab:blue", "s", "TRL DPO step")}
-    for panel, axis in zip(panels[0], axes_names, strict=True):
-        for kind, (color, marker, label) in styles.items():
-            mine = sorted((p["value"], p["peak_bytes"], p["tokens"]) for p in points
-                          if p["axis"] == axis and p["kind"] == kind)  # fmt: skip
-            if not mine:
-                continue
-            x, peak, tokens = zip(*mine, strict=True)
-            fit = fits[kind]
-            panel.plot(x, [b / 2**20 for b in peak], marker=marker, color=color, linestyle="none",
-                       label=f"{label}, measured")  # fmt: skip
-            panel.plot(x, [(fit["fixed_bytes"] + fit["bytes_per_token"] * t) / 2**20 for t in tokens], color=color,
-                       linestyle="--", label=f"{label}, fitted")  # fmt: skip
-        panel.set_xticks(sorted({p["value"] for p in points if p["axis"] == axis}))
-        panel.set_xlabel(AXIS_LABELS.get(axis, axis))
-        panel.grid(alpha=0.3)
-    panels[0][0].set_ylabel("peak MiB (two optimizer steps)")
-    panels[0][0].legend(fontsize=7)
-    fig.suptitle("Peak memory as each size grows; fit per kind: fixed + per trained token ("
-                 + "; ".join(f"{k}: {f['fixed_bytes'] / 2**20:.0f} MiB + {f['bytes_per_token'] / 2**10:.0f} KiB/token"
-                             for k, f in fits.items()) + ")", fontsize=9)  # fmt: skip
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    """Peak MiB of two optimizer steps for SAPO and DPO as each axis grows, measured and fitted (``fit_memory``)."""
+    parts = "; ".join(f"{kind}: {f['fixed_bytes'] / 2**20:.0f} MiB + {f['bytes_per_token'] / 2**10:.0f} KiB/token "
+                      f"(rms error {f['rms_relative_error']:.1%})" for kind, f in fits.items())  # fmt: skip
+    return _plot_axes(
+        points,
+        [p["peak_bytes"] / 2**20 for p in points],
+        [b / 2**20 for b in memory_fitted(points, fits)],
+        "peak MiB (two optimizer steps)",
+        f"Peak memory as each size grows; fit: fixed + per trained token ({parts})",
+        path,
+        from_zero=False,
+    )  # fmt: skip  (from 0, a GB-sized fixed part hides the growth)
 
 
 def growth_memory_group(ctx, output: str | Path | None = None) -> dict:
-    """The ``growth_memory`` group (on request, ~15 min on 2 CPU cores): the growth sweep's points measured for
+    """The ``growth_memory`` group (on request, ~3 min on 2 CPU cores): the growth sweep's points measured for
     peak memory instead of time, fitted per kind and plotted (``_extra``: ``growth_memory_points``,
     ``growth_memory_fit``, ``growth_memory_png``)."""
     from sapo.bench.measure import machine, machine_slug
 
     base, grid = (QUICK_BASE, QUICK_GRID) if ctx.quick else (BASE, GRID)
-    if ctx.quick:  # one point less per axis than the time sweep: each point is a child process
-        grid = {"sequence": grid["sequence"], "batch": (base.batch,)}
+    if ctx.quick:  # the sequence axis only (2 shapes x 2 kinds: 4 child processes)
+        grid = {"sequence": grid["sequence"]}
     points = memory_sweep(ctx.model_path, plan(base, grid))
     fits = fit_memory(points)
     for kind, fit in fits.items():

@@ -112,8 +112,10 @@ def render_readme(folder: Path) -> Path:
              "memory bandwidth) are measured in the same run right after; peak memory runs in child processes, "
              "against a sum of parts; reproduce_table2 is seconds. Goals and why: `bench/goals.yaml`. Each entry "
              "records its commit, date, model and package versions in the JSON.", ""]  # fmt: skip
+    order = {key: i for i, key in enumerate(load_goals())}  # goals.yaml's order, whatever order runs added them
     for path in sorted(folder.glob("*.json")):
         body = json.loads(path.read_text())
+        body["entries"] = dict(sorted(body["entries"].items(), key=lambda kv: order.get(kv[0], len(order))))
         m = body["machine"]
         hardware = m.get("gpu") and f"{m['gpu_count']} x {m['gpu']}, " or ""
         packages = ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v)

@@ -327,7 +327,7 @@ def run_alpacaeval(loaded, judge, output_dir: Path, *, data: str = "auto", limit
     template = getattr(loaded.tokenizer, "chat_template", None) or ""
     made_with = {"model": loaded.model_id, "path": str(loaded.path), "weights_sha256": fingerprint,
                  "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest(), "dtype": loaded.dtype,
-                 "decoding": "greedy", "max_new_tokens": max_new_tokens}  # fmt: skip
+                 "decoding": "greedy", "max_new_tokens": max_new_tokens, **loaded.decoding}  # fmt: skip
     outputs = generate_outputs(loaded, rows, outputs_path, made_with, max_new_tokens=max_new_tokens,
                                batch_size=batch_size, seed=seed)  # fmt: skip
 

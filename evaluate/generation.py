@@ -37,6 +37,12 @@ class LoadedModel:
     weight_major: bool = False  # --cpu-fast-decoding (sapo.generation.weight_major_linears)
 
     @property
+    def decoding(self) -> dict:
+        """What stored answers must have been made with besides weights and settings: ``{"cpu_fast_decoding":
+        True}`` when the opt-in is in effect, else nothing (so files written before the option still match)."""
+        return {"cpu_fast_decoding": True} if self.weight_major and self.device == "cpu" else {}
+
+    @property
     def model_id(self) -> str:
         """The short id upstream files carry (FastChat's ``model_id``, AlpacaEval's ``generator``): a local
         folder's own name, else the name as given (a hub id, ``embedded``), never a machine's full path."""

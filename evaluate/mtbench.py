@@ -215,7 +215,7 @@ def run_mtbench(loaded, judge, output_dir: Path, *, data: str = "auto", limit: i
     answers_path = folder / "model_answer" / f"{safe_name(loaded.model_id)}.jsonl"
     template = loaded.tokenizer.chat_template or ""
     made_with = {"weights_sha256": fingerprint, "max_new_tokens": max_new_tokens, "seed": seed, "dtype": loaded.dtype,
-                 "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest()}  # fmt: skip
+                 "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest(), **loaded.decoding}  # fmt: skip
     answers = _reuse_answers(answers_path, questions, made_with)
     if answers is None:
         answers = generate_answers(loaded, questions, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)

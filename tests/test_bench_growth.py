@@ -194,25 +194,44 @@ def test_real_sweep_on_the_tiny_model(tiny_model_dir, tmp_path):
 # --------------------------------------------------------------------------- peak memory as the sizes grow
 
 
+def _memory_point(kind: str, tokens: int, peak: float, axis: str = "sequence", **shape) -> dict:
+    shape = {"batch": 1, "prompt_tokens": tokens // 4, "answer_tokens": tokens - tokens // 4, **shape}
+    return {"kind": kind, "axis": axis, "value": tokens, "tokens": tokens, "peak_bytes": peak, "shape": shape}
+
+
 def test_memory_fit_is_fixed_plus_per_token():
-    """Two kinds, hand-made peaks: SAPO 900 + 3 bytes per token, DPO 500 + 2; a segment point of the SAPO base's
-    tokens with the same peak weighs once; an exact line fits with no error."""
-    points = [{"kind": "sapo", "tokens": t, "peak_bytes": 900 + 3 * t} for t in (48, 96, 192)]
-    points += [{"kind": "sapo", "tokens": 48, "peak_bytes": 900 + 3 * 48}]  # the base again, on another axis
-    points += [{"kind": "dpo", "tokens": t, "peak_bytes": 500 + 2 * t} for t in (48, 96)]
+    """Hand-made peaks: SAPO 900 + 3 bytes per token, DPO 500 + 2, fitted exactly. The base shape shown on a second
+    axis weighs once; a segment point of the base's tokens is a measurement of its own."""
+    points = [_memory_point("sapo", t, 900 + 3 * t) for t in (48, 96, 192)]
+    points += [_memory_point("sapo", 48, 900 + 3 * 48, axis="batch")]  # the base again, on another axis
+    points += [_memory_point("dpo", t, 500 + 2 * t) for t in (48, 96)]
     fits = growth.fit_memory(points)
     assert fits["sapo"]["fixed_bytes"] == pytest.approx(900) and fits["sapo"]["bytes_per_token"] == pytest.approx(3)
     assert fits["dpo"]["fixed_bytes"] == pytest.approx(500) and fits["dpo"]["bytes_per_token"] == pytest.approx(2)
     assert fits["sapo"]["points"] == 3 and fits["sapo"]["rms_relative_error"] == pytest.approx(0, abs=1e-12)
+    assert growth.memory_fitted(points[:1], fits) == [pytest.approx(900 + 3 * 48)]
+    segment = _memory_point("sapo", 48, 900 + 3 * 48, axis="segment", segment=16)
+    assert growth.fit_memory([*points, segment])["sapo"]["points"] == 4
     with pytest.raises(ValueError, match="two token counts"):
-        growth.fit_memory([{"kind": "sapo", "tokens": 48, "peak_bytes": 1000}] * 2)
+        growth.fit_memory([_memory_point("sapo", 48, 1000), _memory_point("sapo", 48, 1000, segment=4)])
 
 
-def test_real_memory_sweep_on_the_tiny_model(tiny_model_dir, tmp_path):
-    """Each point's peak comes from a child process of its own (memory.measure); both kinds are fitted and plotted."""
-    points = growth.memory_sweep(str(tiny_model_dir), growth.plan(growth.QUICK_BASE, {"sequence": (32, 48)}))
+def test_memory_fit_never_returns_a_negative_part():
+    """Peaks that fall as tokens grow (resident-set noise at small shapes): the per-token part is 0, not < 0, and
+    the fixed part the relative-error fit of a constant."""
+    fits = growth.fit_memory([_memory_point("sapo", 48, 1000), _memory_point("sapo", 96, 990)])["sapo"]
+    assert fits["bytes_per_token"] == 0 and 990 <= fits["fixed_bytes"] <= 1000
+
+
+def test_quick_memory_group_on_the_tiny_model(tiny_model_dir, tmp_path):
+    """`sapo bench --quick --only growth_memory`: each point's peak from a child process of its own
+    (memory.measure), SAPO and DPO along the sequence axis, fitted; the plot drawn from them."""
+    from sapo.bench.entries import BenchContext
+
+    ctx = BenchContext("tiny", str(tiny_model_dir), quick=True, output=str(tmp_path))
+    extra = growth.growth_memory_group(ctx)["_extra"]
+    points = extra["growth_memory_points"]
     assert [(p["kind"], p["value"]) for p in points] == [("sapo", 32), ("dpo", 32), ("sapo", 48), ("dpo", 48)]
     assert all(p["peak_bytes"] > 0 and p["tokens"] == p["value"] for p in points)  # batch 1: tokens = length
-    fits = growth.fit_memory(points)
-    assert set(fits) == {"sapo", "dpo"}
-    assert growth.plot_memory(points, fits, tmp_path / "memory.png").is_file()
+    assert set(extra["growth_memory_fit"]) == {"sapo", "dpo"} and "growth_memory_png" not in extra  # quick: no plot
+    assert growth.plot_memory(points, extra["growth_memory_fit"], tmp_path / "memory.png").is_file()

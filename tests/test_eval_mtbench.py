@@ -166,6 +166,18 @@ def test_answers_survive_a_kill_a_cut_file_and_a_stale_meta(tiny_model_dir, tmp_
         run()  # the first budget again
         assert answered == [2]  # the 3-token answers were not taken for 6-token ones
 
+        answered.clear()
+        loaded.weight_major = True  # --cpu-fast-decoding: answers made the default way are not its answers
+        assert loaded.decoding == {"cpu_fast_decoding": True}
+        run()
+        assert answered == [2]
+        answered.clear()
+        run()
+        assert answered == []  # its own answers: reused
+        loaded.weight_major = False  # and back: the weight-first answers are not the default's either
+        run()
+        assert answered == [2]
+
 
 def test_judge_repeats_report_the_judges_own_spread(tiny_model_dir, tmp_path):
     """A judge that drifts between calls (as GPT-4 does at temperature 0): each repeat is asked once, cached, and

@@ -192,15 +192,6 @@ class HarnessArguments:
             "choices": ["float32", "bfloat16", "float16", "auto"],
         },
     )
-    cpu_fast_decoding: bool = field(
-        default=False,
-        metadata={
-            "help": "SAPO's segments and SPIN's answers on a CPU: compute each decoding step's linear layers "
-            "weight-first (W @ x.T), about 2x faster for 2-8 rows with MKL (results/bench/NOTES.md). The sums run "
-            "in another order (logits move by ~1e-5), so a seeded run is no longer bit-identical to one without "
-            "it; off by default. No effect on a GPU."
-        },
-    )
 
     def __post_init__(self):
         for name, choices in (
@@ -252,7 +243,22 @@ class HarnessArguments:
 
 
 @dataclass
-class SAPOConfig(HarnessArguments, DPOConfig):
+class GeneratingArguments(HarnessArguments):
+    """Fields of the methods that generate while training (SAPO's segments, SPIN's answers)."""
+
+    cpu_fast_decoding: bool = field(
+        default=False,
+        metadata={
+            "help": "SAPO's segments and SPIN's answers on a CPU: compute each decoding step's linear layers "
+            "weight-first (W @ x.T), about 2x faster for 2-8 rows with MKL (results/bench/NOTES.md). The sums run "
+            "in another order (logits move by ~1e-5), so a seeded run is no longer bit-identical to one without "
+            "it; off by default. No effect on a GPU."
+        },
+    )
+
+
+@dataclass
+class SAPOConfig(GeneratingArguments, DPOConfig):
     r"""Configuration of a SAPO run (Yin et al. 2024, arXiv 2405.20830).
 
     Beyond ``DPOConfig`` and the shared model/data fields (``HarnessArguments``): the generator

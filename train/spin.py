@@ -39,7 +39,7 @@ from sapo.files import append_rows, atomic_write_json, drop_partial_last_line, r
 from sapo.log import get_logger, progress_disabled
 from sapo.train.baselines import PairedDPOTrainer, paired_dpo_trainer
 from sapo.train.checkpoints import AUTO, resume_point
-from sapo.train.config import HarnessArguments
+from sapo.train.config import GeneratingArguments
 from sapo.train.copies import gathered
 from sapo.train.data import ChatExample, TokenLayout
 
@@ -49,7 +49,7 @@ MANIFEST = "manifest.json"  # written last into an iteration folder: its presenc
 
 
 @dataclass
-class SPINConfig(HarnessArguments, DPOConfig):
+class SPINConfig(GeneratingArguments, DPOConfig):
     """Iterated self-play DPO. ``learning_rate`` and ``beta`` are replaced per iteration by
     ``spin_learning_rates`` / ``spin_betas``; every other trainer field applies to each iteration."""
 
