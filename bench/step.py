@@ -1,6 +1,6 @@
 """A SAPO optimizer step against TRL's DPO step on the same batch, with and without generation.
 
-Three trainers live in one process and take turns (``measure.take_turns``) on batches of one shape:
+Up to four trainers live in one process and take turns (``measure.take_turns``) on batches of one shape:
 - ``dpo``: plain ``trl.DPOTrainer`` on ready-made pairs (chosen = the real answer, rejected = the same
   answer with its segment reversed: one length, so both sides pad alike);
 - ``sapo``: ``SAPOTrainer`` whose pairs are made as in training: the EMA model writes a segment of
@@ -9,7 +9,8 @@ Three trainers live in one process and take turns (``measure.take_turns``) on ba
   buffer, collation, loss, and the EMA/reference callback;
 - ``sapo_no_gen``: the same without generation (a fixed rejected answer): what SAPO adds besides it.
 - ``sapo_fast``: ``sapo`` with ``cpu_fast_decoding`` (the opt-in weight-first decoding products; numerics
-  differ from ``sapo`` by float rounding, so its segments are not ``sapo``'s bit for bit).
+  differ from ``sapo`` by float rounding, so its segments are not ``sapo``'s bit for bit). CPU only: on a GPU
+  the option does nothing, and the trainer would only cost memory.
 
 Each timed call is ``training_step`` + optimizer step + the step-end callbacks, as Trainer's loop
 runs them. The counted FLOPs of a training step (``training_flops``) and the bytes a decoding step
@@ -111,11 +112,14 @@ def _common(out: str, shape: StepShape) -> dict:
 
 
 class StepBench:
-    """The trainers of one shape, ready to step. ``kinds``: which of dpo, sapo, sapo_no_gen, sapo_fast to build."""
+    """The trainers of one shape, ready to step. ``kinds``: which of dpo, sapo, sapo_no_gen, sapo_fast to build
+    (default: all, sapo_fast on a CPU only)."""
 
-    def __init__(self, model_path: str, shape: StepShape, kinds=("dpo", "sapo", "sapo_no_gen", "sapo_fast")):
+    def __init__(self, model_path: str, shape: StepShape, kinds: tuple[str, ...] | None = None):
         from datasets import Dataset
 
+        if kinds is None:
+            kinds = ("dpo", "sapo", "sapo_no_gen") + (("sapo_fast",) if device() == "cpu" else ())
         self.shape = shape
         tokenizer = load_tokenizer(model_path)
         examples = bench_examples(tokenizer, shape)

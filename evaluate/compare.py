@@ -33,6 +33,7 @@ COMMON_PACKAGES = ("torch", "transformers")
 JUDGED = ("mtbench", "alpacaeval")  # the benchmarks a judge scores: only for them does the judge matter
 TEMPLATED = ("ifeval", "mtbench", "alpacaeval", "verifiable")  # rendered with the chat template (Open LLM v1 is not)
 RUN_KEYS = ("dtype", "max_new_tokens", "chat_template")  # run settings that change answers (the seed may differ)
+DECODED_HERE = ("mtbench", "alpacaeval", "verifiable")  # answered by our decoding loop: --cpu-fast-decoding applies
 
 
 @dataclass
@@ -75,6 +76,8 @@ def refusal(name: str, a: tuple[dict, dict], b: tuple[dict, dict]) -> str | None
     settings_a, settings_b = entry_a.get("settings", {}), entry_b.get("settings", {})
     keys = _differs(settings_a, settings_b, sorted({*settings_a, *settings_b}))
     keys += _differs(entry_a.get("run", {}), entry_b.get("run", {}), RUN_KEYS)
+    fast = [bool((entry.get("run") or {}).get("cpu_fast_decoding")) for entry in (entry_a, entry_b)]  # absent: off
+    keys += ["cpu_fast_decoding"] if name in DECODED_HERE and fast[0] != fast[1] else []
     keys += _differs(entry_a, entry_b, ("annotator",))
     keys += (
         ["lc variant"] if (entry_a.get("lc") or {}).get("variant") != (entry_b.get("lc") or {}).get("variant") else []

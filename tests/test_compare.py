@@ -18,14 +18,14 @@ PACKAGES = {"torch": "2.13.0", "transformers": "4.0", "fschat": "0.2.36"}
 
 
 def fake_run(folder, scores: dict[str, float], *, judge="gpt-4", data="mt_bench", packages=None, template="t1",
-             calibration_passed=True, benchmark="mtbench"):  # fmt: skip
+             calibration_passed=True, benchmark="mtbench", run=None):  # fmt: skip
     """A results.json with one MT-Bench entry whose per-question averages are ``scores``."""
     items = {"average": {qid: (value, 1.0) for qid, value in scores.items()}}
     entry = {"data": data, "settings": {"max_new_tokens": 1024}, "judge": {"name": judge, "base_url": str(folder)},
              "calibration": {"passed": calibration_passed},
              "metrics": {"average": sum(scores.values()) / len(scores)},
              "uncertainty": {"average": bootstrap_interval(items["average"]).as_dict()},
-             "items": write_items(folder / benchmark, benchmark, items)}  # fmt: skip
+             "items": write_items(folder / benchmark, benchmark, items), **({"run": run} if run else {})}  # fmt: skip
     model = {"name": folder.name, "weights_sha256": folder.name, "chat_template_sha256": template}
     path = write_results(folder, model=model, run={}, judge=None, benchmarks={benchmark: entry})
     body = json.loads(path.read_text())
@@ -60,6 +60,7 @@ def test_a_planted_difference_is_significant_and_a_copy_is_not(tmp_path):
         ({"packages": {"torch": "2.12.0"}}, "different torch versions"),
         ({"template": "t2"}, "different chat templates"),
         ({"calibration_passed": False}, "the judge failed calibration in run B"),
+        ({"run": {"cpu_fast_decoding": True}}, "different benchmark settings (cpu_fast_decoding)"),
     ],
 )
 def test_incomparable_runs_are_refused_with_the_reason(tmp_path, change, reason, capsys):
@@ -68,6 +69,12 @@ def test_incomparable_runs_are_refused_with_the_reason(tmp_path, change, reason,
     assert reason in compare_runs(a, b)["benchmarks"]["mtbench"]["refused"]
     assert main(["compare", str(a), str(b)]) == 2  # nothing could be compared
     assert reason in capsys.readouterr().out
+
+
+def test_a_file_from_before_cpu_fast_decoding_compares_with_one_that_has_it_off(tmp_path):
+    old = fake_run(tmp_path / "old", HARD)  # no run.cpu_fast_decoding: written before the option existed
+    new = fake_run(tmp_path / "new", HARD, run={"cpu_fast_decoding": False})
+    assert compare_runs(old, new)["benchmarks"]["mtbench"]["refused"] is None
 
 
 def test_open_llm_ignores_the_chat_template_and_results_folders_can_move(tmp_path):

@@ -120,3 +120,22 @@ def test_judge_url_credentials_never_reach_results_or_logs(equals, tiny_model_di
     shown = capsys.readouterr()
     for text in [*written, shown.out, shown.err, caplog.text]:
         assert not any(secret in text for secret in SECRETS)
+
+
+def test_cpu_fast_decoding_reaches_the_decoding_loop_and_is_recorded(tiny_model_dir, tmp_path, monkeypatch):
+    """A real `sapo eval --cpu-fast-decoding` on the verifiable set: every answer batch decodes weight-first, and
+    results.json says so; without the flag none does."""
+    import sapo.evaluate.generation as generation
+
+    seen = []
+    real = generation.sample_continuations
+    monkeypatch.setattr(generation, "sample_continuations",
+                        lambda *a, **kw: seen.append(kw["weight_major"]) or real(*a, **kw))  # fmt: skip
+    for flag, out in ((["--cpu-fast-decoding"], "fast"), ([], "standard")):
+        seen.clear()
+        argv = ["eval", str(tiny_model_dir), "--suite", "verifiable", "--data", "fixtures", "--limit", "2",
+                "--max-new-tokens", "4", "--device", "cpu", "--output", str(tmp_path / out), *flag]  # fmt: skip
+        assert main(argv) == 0
+        results = json.loads((tmp_path / out / "results.json").read_text())
+        assert seen and set(seen) == {bool(flag)}
+        assert results["benchmarks"]["verifiable"]["run"]["cpu_fast_decoding"] is bool(flag)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from sapo.generation import WEIGHT_MAJOR_MAX_ROWS, sample_continuations, sampling_warpers, weight_major_linears
+from sapo.generation import WEIGHT_MAJOR_ROWS, sample_continuations, sampling_warpers, weight_major_linears
 
 EOS = 2
 
@@ -240,20 +240,38 @@ def test_weight_major_changes_each_plain_linear_while_open_and_restores_it(tiny_
 
 
 @pytest.mark.parametrize("bias", [False, True])
-def test_weight_major_product_is_the_linear_map_and_leaves_prefill_alone(bias):
+def test_weight_major_product_is_the_linear_map_and_only_where_measured_faster(bias):
     torch.manual_seed(0)
     layer = torch.nn.Linear(96, 200, bias=bias)
     holder = torch.nn.Sequential(layer)
-    for rows in (1, 2, 3, 8, WEIGHT_MAJOR_MAX_ROWS, WEIGHT_MAJOR_MAX_ROWS + 1, 64):
+    assert list(WEIGHT_MAJOR_ROWS) == [2, 3, 4, 5, 6, 7, 8]  # the rows the bench notes measured faster
+    for rows in (1, 2, 3, 8, 9, 16, 64):
         x = torch.randn(rows, 1, 96)  # (batch, one position, features): a decoding step's shape
         standard = layer(x)
         with weight_major_linears(holder):
             fast = layer(x)
         assert fast.shape == standard.shape and fast.is_contiguous()
-        if rows > WEIGHT_MAJOR_MAX_ROWS:  # a prefill keeps the standard product, bit for bit
+        if rows not in WEIGHT_MAJOR_ROWS:  # one row, many rows, a prefill: the standard product, bit for bit
             assert torch.equal(fast, standard)
         else:  # the same map summed in another order: equal to float32 rounding, not bit for bit
             torch.testing.assert_close(fast, standard, rtol=1e-5, atol=1e-5)
+
+
+def test_weight_major_warns_once_for_a_model_without_plain_linears(monkeypatch):
+    import sapo.generation as generation
+
+    warned = []
+    monkeypatch.setattr(generation.logger, "warning", warned.append)
+
+    class Conv1DOnly(torch.nn.Module):  # as GPT-2's blocks: projections that are no nn.Linear
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Conv1d(4, 4, 1)
+
+    for _ in range(2):
+        with weight_major_linears(Conv1DOnly()) as changed:
+            assert changed == 0
+    assert len(warned) == 1 and "Conv1DOnly has no plain nn.Linear" in warned[0]
 
 
 def test_weight_major_decoding_keeps_the_greedy_tokens_and_the_default_is_standard(tiny_model):

@@ -184,3 +184,24 @@ def _is_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     except OSError:
         return True
+
+
+def test_an_eval_that_fails_records_nothing_and_one_that_finishes_records_its_flags(checkout, monkeypatch):
+    from sapo.errors import SapoError
+
+    plan = plan_runs(load_spec("table2"), "embedded", checkout)[0]
+    stamp = checkout / reproduce_run.RESULTS_ROOT / plan.run_id / "reproduce_eval.json"
+    monkeypatch.setattr(reproduce_run, "plan_runs", lambda *a: [plan])  # the first row only
+    monkeypatch.setattr(reproduce_run, "trained", lambda *a: True)
+
+    def fail(step, *a):
+        raise SapoError(f"{step.what} failed (exit 1)")
+
+    monkeypatch.setattr(reproduce_run, "run_child", fail)
+    with pytest.raises(SapoError, match="evaluate"):
+        reproduce_run.reproduce("table2", "embedded", root=checkout)
+    assert not stamp.exists()  # nothing was scored: nothing may pass as scored with these flags
+    monkeypatch.setattr(reproduce_run, "run_child", lambda step, *a: None)
+    monkeypatch.setattr(reproduce_run, "render", lambda *a: None)
+    assert reproduce_run.reproduce("table2", "embedded", root=checkout) == 0
+    assert json.loads(stamp.read_text()) == {s: reproduce_run.eval_args(plan) for s in plan.suites}

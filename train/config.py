@@ -249,10 +249,10 @@ class GeneratingArguments(HarnessArguments):
     cpu_fast_decoding: bool = field(
         default=False,
         metadata={
-            "help": "SAPO's segments and SPIN's answers on a CPU: compute each decoding step's linear layers "
-            "weight-first (W @ x.T), about 2x faster for 2-8 rows with MKL (results/bench/NOTES.md). The sums run "
-            "in another order (logits move by ~1e-5), so a seeded run is no longer bit-identical to one without "
-            "it; off by default. No effect on a GPU."
+            "help": "SAPO's segments and SPIN's answers on a CPU: compute the linear layers of decoding steps of 2-8 "
+            "rows weight-first (W @ x.T), where MKL's standard product is slow: steps 1.3-2.7x faster "
+            "(results/bench/NOTES.md). The sums run in another order (logits move by ~1e-5), so a seeded run is "
+            "no longer bit-identical to one without it; off by default. No effect on a GPU."
         },
     )
 

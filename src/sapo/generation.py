@@ -26,6 +26,10 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
+from sapo.log import get_logger
+
+logger = get_logger(__name__)
+
 
 def eos_set(eos_token_id: int | Iterable[int] | None) -> frozenset[int]:
     """Normalise one end-of-sequence id, several (some models have more than one), or None."""
@@ -63,14 +67,17 @@ def sampling_warpers(temperature: float, top_k: int | None, top_p: float) -> Log
     return warpers
 
 
-# Rows up to which a weight-major product is used: decoding steps (one row per sequence); a prefill of many
-# positions keeps the standard product, which MKL runs well there.
-WEIGHT_MAJOR_MAX_ROWS = 16
+_WARNED_NO_LINEAR: set[str] = set()  # model classes told once that the option does nothing for them
+
+# Rows for which the weight-first product is used: where it was measured faster (results/bench/NOTES.md, a whole
+# decoding step of the 135M model on 2 CPU cores: 1 row 0.97x, 2-3 rows 2.6x, 4 rows 2.0x, 6-8 rows 1.3x, 12 rows
+# 0.89x). Elsewhere, prefill included, the standard product runs, bit for bit as without the option.
+WEIGHT_MAJOR_ROWS = range(2, 9)
 
 
 def _weight_major_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     flat = x.reshape(-1, x.shape[-1])
-    if flat.shape[0] > WEIGHT_MAJOR_MAX_ROWS:
+    if flat.shape[0] not in WEIGHT_MAJOR_ROWS:
         return torch.nn.functional.linear(x, self.weight, self.bias)
     out = torch.matmul(self.weight, flat.T).T.contiguous()
     if self.bias is not None:
@@ -85,13 +92,19 @@ def weight_major_linears(model: torch.nn.Module, enabled: bool = True) -> Iterat
 
     Why: MKL's sgemm (torch's CPU BLAS) takes a slow path for inputs of 2-3 rows, reading the weights at a third of
     the speed of the same product with the weight on the left (bench notes: a decoding step of 2 rows on the
-    135M model 114 ms -> 57 ms). The sums run in another order, so logits move by ~1e-5 relative and a sampled or
+    135M model 100 ms -> 39 ms). The sums run in another order, so logits move by ~1e-5 relative and a sampled or
     greedy sequence can take another token at a near tie: seeded runs are not bit-identical to the default, which
-    is why this is opt-in. Layers with their own forward (accelerate hooks, LoRA, quantized) are left alone."""
+    is why this is opt-in. Only rows in ``WEIGHT_MAJOR_ROWS`` take it. Layers with their own forward (accelerate
+    hooks) and subclasses of ``nn.Linear`` (quantized layers) are left alone; a LoRA layer's base is a plain
+    ``nn.Linear`` and is changed. A model with no such layer (GPT-2's ``Conv1D``) gets a warning, once."""
     if not enabled or next(model.parameters()).device.type != "cpu":
         yield 0
         return
     changed = [m for m in model.modules() if type(m) is torch.nn.Linear and "forward" not in vars(m)]
+    if not changed and type(model).__name__ not in _WARNED_NO_LINEAR:
+        _WARNED_NO_LINEAR.add(type(model).__name__)
+        logger.warning(f"cpu_fast_decoding: {type(model).__name__} has no plain nn.Linear layer; it decodes as "
+                       "without the option")  # fmt: skip
     for module in changed:
         module.forward = types.MethodType(_weight_major_forward, module)
     try:
