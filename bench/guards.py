@@ -84,7 +84,7 @@ def generation_group(ctx, n: int = 4, new_tokens: int = 16) -> dict[str, dict]:
                                  "detail": f"{single:.2f} s vs {batched:.2f} s, {new_tokens} tokens each"}}  # fmt: skip
 
 
-def eval_generation_group(ctx, prompts: int = 12, max_new_tokens: int = 64, batch_size: int = 8) -> dict[str, dict]:
+def eval_generation_group(ctx, prompts: int = 16, max_new_tokens: int = 64, batch_size: int = 8) -> dict[str, dict]:
     """Benchmark answers: ``generate_chat`` batched (length-sorted batches, one KV cache each) vs one prompt at a
     time, FastChat's ``gen_model_answer`` way; same prompts (the AlpacaEval and MT-Bench fixtures), greedy."""
     from sapo.evaluate.alpacaeval import load_alpacaeval_data
