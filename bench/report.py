@@ -82,7 +82,10 @@ def update_results(path: Path, machine: dict, rows: dict[str, dict], extra: dict
     body = json.loads(path.read_text()) if path.is_file() else {"schema": "sapo-bench/1", "entries": {}}
     body["machine"] = machine
     body["entries"] = {**body["entries"], **rows}
-    body.update(extra or {})
+    extra = dict(extra or {})
+    if "group_seconds" in extra:  # a run of some groups keeps the others' seconds, as it keeps their entries
+        extra["group_seconds"] = {**body.get("group_seconds", {}), **extra["group_seconds"]}
+    body.update(extra)
     atomic_write_json(path, body)
     return body
 
