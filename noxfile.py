@@ -143,7 +143,7 @@ def reproduce_all(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 def bench(session: nox.Session) -> None:
     """What a SAPO step costs against TRL's DPO step and this machine's matmul and copy speeds, peak memory, how
-    cost grows, and the regression guards; writes results/bench/ (~20 min on 2 CPU cores). `-- --only
+    cost grows, and the regression guards; writes results/bench/ (~19 min on 2 CPU cores). `-- --only
     reproduce_table2` times the embedded Table 2 from nothing; `-- --predict RECIPE --gpus N --gpu-type T`."""
     install_project(session)
     env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}

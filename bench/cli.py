@@ -112,7 +112,7 @@ def add_bench_command(sub) -> None:
         help="what a step costs against TRL's DPO step and the machine's limits; how cost grows; --predict",
         description="Run every bench entry (bench/goals.yaml) against its baseline in one process, taking turns, "
         "and print each ratio with its goal and whether it is met; write results/bench/<machine>.json and the "
-        "rendered results/bench/README.md. About 20 minutes on 2 CPU cores. The embedded reproduce_table2 wall "
+        "rendered results/bench/README.md. About 19 minutes on 2 CPU cores. The embedded reproduce_table2 wall "
         "time (~19 min more on 2 cores) and the memory sweep (~3 min) run only when named: --only reproduce_table2, "
         "--only growth_memory. --predict RECIPE prints the hours a "
         "recipe would take on --gpus N of --gpu-type T, with its assumptions.",

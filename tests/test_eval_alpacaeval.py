@@ -191,6 +191,23 @@ def test_outputs_survive_a_kill_a_cut_file_and_a_stale_meta(loaded, tmp_path, mo
     assert sum(asked) == len(INSTRUCTIONS)  # the 2-token outputs were not taken for 8-token ones
 
 
+def test_outputs_made_with_cpu_fast_decoding_are_never_reused_without_it(loaded, tmp_path, monkeypatch):
+    import dataclasses
+
+    import sapo.evaluate.generation as generation
+
+    asked = []
+    real_generate = generation.generate_chat
+    monkeypatch.setattr(generation, "generate_chat", lambda model, convs, **kw: asked.append(model.weight_major)
+                        or real_generate(model, convs, **kw))  # fmt: skip
+    fast = dataclasses.replace(loaded, weight_major=True)
+    with JudgeServer(scripted_judge, "scripted-judge") as server:
+        for model, answered in ((loaded, {False}), (fast, {True}), (fast, set()), (loaded, {False})):
+            asked.clear()  # default, then --cpu-fast-decoding (not the default's), again (its own), default again
+            _run(model, _judge(server, tmp_path / "judge_cache.jsonl"), tmp_path, limit=2)
+            assert set(asked) == answered
+
+
 def test_judge_repeats_give_each_repeats_win_rate_and_their_spread(loaded, tmp_path):
     """A judge that reverses every preference on its second round: win rates p and 100 - p, so by hand the mean
     is 50 and the sample standard deviation |2p - 100| / sqrt(2); each repeat is asked once."""

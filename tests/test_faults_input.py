@@ -203,6 +203,7 @@ BAD_RECIPES = {
     "batch size as text": ({"per_device_train_batch_size": "two"}, ["per_device_train_batch_size", "two"]),
     "bool as text": ({"use_buffer": "maybe"}, ["use_buffer", "maybe"]),
     "unknown method": ({"method": "ppo"}, ["method", "ppo"]),
+    "cpu_fast_decoding (dpo)": ({"method": "dpo", "cpu_fast_decoding": True}, ["cpu_fast_decoding", "sapo and spin"]),
     "negative beta": ({"beta": -0.1}, ["beta", "-0.1"]),
     "negative beta (dpo)": ({"method": "dpo", "beta": -0.1}, ["beta", "-0.1"]),
     "negative beta (orpo)": ({"method": "orpo", "beta": -0.1}, ["beta", "-0.1"]),

@@ -257,21 +257,20 @@ def test_weight_major_product_is_the_linear_map_and_only_where_measured_faster(b
             torch.testing.assert_close(fast, standard, rtol=1e-5, atol=1e-5)
 
 
-def test_weight_major_warns_once_for_a_model_without_plain_linears(monkeypatch):
+def test_weight_major_warns_once_when_only_the_output_layer_would_change(tiny_gpt2, tiny_model, monkeypatch):
     import sapo.generation as generation
 
     warned = []
     monkeypatch.setattr(generation.logger, "warning", warned.append)
-
-    class Conv1DOnly(torch.nn.Module):  # as GPT-2's blocks: projections that are no nn.Linear
-        def __init__(self):
-            super().__init__()
-            self.proj = torch.nn.Conv1d(4, 4, 1)
-
-    for _ in range(2):
-        with weight_major_linears(Conv1DOnly()) as changed:
-            assert changed == 0
-    assert len(warned) == 1 and "Conv1DOnly has no plain nn.Linear" in warned[0]
+    monkeypatch.setattr(generation, "_WARNED_NO_LINEAR", set())
+    for _ in range(2):  # GPT-2 projects with Conv1D: only its LM head is a plain nn.Linear
+        with weight_major_linears(tiny_gpt2) as changed:
+            assert changed == 1
+    assert len(warned) == 1 and "GPT2LMHeadModel's layers are no plain nn.Linear" in warned[0]
+    assert "output layer only" in warned[0]
+    with weight_major_linears(tiny_model):  # LLaMA's layers are: no warning
+        pass
+    assert len(warned) == 1
 
 
 def test_weight_major_decoding_keeps_the_greedy_tokens_and_the_default_is_standard(tiny_model):

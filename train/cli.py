@@ -58,7 +58,9 @@ def parse_recipe(path: str | Path, overrides: list[str]):
     config_cls = config_class(method)
     parser = TrlParser((config_cls,))
     fields = {a.dest for a in parser._actions}
-    unknown = [f"{key}{_did_you_mean(key, fields)}" for key in values if key not in fields]
+    unknown = [
+        f"{key}{_only_when_generating(key) or _did_you_mean(key, fields)}" for key in values if key not in fields
+    ]
     if unknown:
         raise RecipeError(f"{path}: unknown recipe keys {', '.join(unknown)} (keys must be {config_cls.__name__} "
                           f"fields: sapo train --fields {method})")  # fmt: skip
@@ -75,6 +77,14 @@ def parse_recipe(path: str | Path, overrides: list[str]):
     if config.resume_from_checkpoint in ("True", "true", "latest"):
         config.resume_from_checkpoint = True
     return method, config
+
+
+def _only_when_generating(key: str) -> str:
+    """A hint for a key that only the generating methods (SAPO, SPIN) take."""
+    from sapo.train.config import GeneratingArguments, HarnessArguments
+
+    own = set(GeneratingArguments.__dataclass_fields__) - set(HarnessArguments.__dataclass_fields__)
+    return " (a field of the generating methods, sapo and spin, only)" if key in own else ""
 
 
 def _did_you_mean(key: str, fields) -> str:

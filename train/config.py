@@ -2,8 +2,9 @@
 
 ``HarnessArguments`` holds what every trainer of the harness reads the same way (the model,
 the data and how our pipeline renders it, the CPU fallback); each method's config is that
-mixin plus TRL's own config for the method (``SAPOConfig`` = mixin + ``DPOConfig``; the
-baselines in ``baselines.py`` and ``spin.py``). So one recipe key means one thing everywhere.
+mixin plus TRL's own config for the method (the baselines in ``baselines.py``). The methods that
+generate while training add ``GeneratingArguments`` (``SAPOConfig`` = it + ``DPOConfig``; SPIN's in
+``spin.py``); SFT, DPO and ORPO refuse its keys. So one recipe key means one thing everywhere.
 
 SAPO defaults follow the paper's recipes as the reference code (yinyueqin/SAPO @5d7a210) sets
 them; where the code's own default differs from its recipes, the help says both. Every
@@ -261,7 +262,7 @@ class GeneratingArguments(HarnessArguments):
 class SAPOConfig(GeneratingArguments, DPOConfig):
     r"""Configuration of a SAPO run (Yin et al. 2024, arXiv 2405.20830).
 
-    Beyond ``DPOConfig`` and the shared model/data fields (``HarnessArguments``): the generator
+    Beyond ``DPOConfig`` and the shared fields (``HarnessArguments``, ``GeneratingArguments``): the generator
     (EMA decay, sampling, segment length), the replay buffer, and the reference model.
     ``beta`` is DPO's beta for ``sapo_loss="dpo"`` and ORPO's lambda for ``sapo_loss="orpo"``;
     TRL's ``loss_type`` list applies to the DPO objective, so SAPO with IPO or hinge needs no

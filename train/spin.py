@@ -227,12 +227,16 @@ def run_spin(config: SPINConfig, tokenizer, examples: list[ChatExample]) -> Path
     previous_generated: dict[int, list[int]] | None = None
     # Generated rows are matched to prompts by index: the prompts themselves must not have changed.
     prompts_hash = hashlib.sha256(json.dumps([e.prompt_ids for e in examples]).encode()).hexdigest()
+    import torch
+
+    # Recorded only where it applies (a CPU), as sapo eval records it: on a GPU the option changes nothing.
+    fast_decoding = config.cpu_fast_decoding and (config.use_cpu or not torch.cuda.is_available())
     for t in range(config.spin_iterations):
         folder = iteration_folder(config, t)
         settings = {"opponent": str(opponent), "max_new_tokens": config.spin_max_new_tokens, "decoding": "greedy",
                     "batch_size": config.spin_generation_batch_size, "max_length": config.max_length,
                     "prompts_sha256": prompts_hash,
-                    "backend": "transformers" + ("+weight-major" if config.cpu_fast_decoding else ""),
+                    "backend": "transformers" + ("+weight-major" if fast_decoding else ""),
                     "rejected_format": config.spin_rejected_format}  # fmt: skip
         if (folder / MANIFEST).is_file():  # finished earlier: its model is the next opponent
             done = json.loads((folder / MANIFEST).read_text())

@@ -67,11 +67,12 @@ def sampling_warpers(temperature: float, top_k: int | None, top_p: float) -> Log
     return warpers
 
 
-_WARNED_NO_LINEAR: set[str] = set()  # model classes told once that the option does nothing for them
+_WARNED_NO_LINEAR: set[str] = set()  # model classes told once that the option does little for them
 
-# Rows for which the weight-first product is used: where it was measured faster (results/bench/NOTES.md, a whole
-# decoding step of the 135M model on 2 CPU cores: 1 row 0.97x, 2-3 rows 2.6x, 4 rows 2.0x, 6-8 rows 1.3x, 12 rows
-# 0.89x). Elsewhere, prefill included, the standard product runs, bit for bit as without the option.
+# Rows (batch x positions of one forward) for which the weight-first product is used: where it was measured
+# faster (results/bench/NOTES.md, a whole decoding step of the 135M model on 2 CPU cores, rows 1, 2, 3, 4, 6, 8,
+# 12: 0.97x, 2.6x, 2.7x, 2.0x, 1.4x, 1.3x, 0.89x). One row, 9 or more (a prefill of a batch or of a longer
+# prompt) take the standard product, bit for bit as without the option; a prefill of 2-8 positions is rows too.
 WEIGHT_MAJOR_ROWS = range(2, 9)
 
 
@@ -96,15 +97,18 @@ def weight_major_linears(model: torch.nn.Module, enabled: bool = True) -> Iterat
     greedy sequence can take another token at a near tie: seeded runs are not bit-identical to the default, which
     is why this is opt-in. Only rows in ``WEIGHT_MAJOR_ROWS`` take it. Layers with their own forward (accelerate
     hooks) and subclasses of ``nn.Linear`` (quantized layers) are left alone; a LoRA layer's base is a plain
-    ``nn.Linear`` and is changed. A model with no such layer (GPT-2's ``Conv1D``) gets a warning, once."""
+    ``nn.Linear`` and is changed. A model whose decoder layers have none (GPT-2's ``Conv1D``: only its output layer
+    would change) gets a warning, once per model class."""
     if not enabled or next(model.parameters()).device.type != "cpu":
         yield 0
         return
     changed = [m for m in model.modules() if type(m) is torch.nn.Linear and "forward" not in vars(m)]
-    if not changed and type(model).__name__ not in _WARNED_NO_LINEAR:
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if not [m for m in changed if m is not head] and type(model).__name__ not in _WARNED_NO_LINEAR:
         _WARNED_NO_LINEAR.add(type(model).__name__)
-        logger.warning(f"cpu_fast_decoding: {type(model).__name__} has no plain nn.Linear layer; it decodes as "
-                       "without the option")  # fmt: skip
+        logger.warning(f"cpu_fast_decoding: {type(model).__name__}'s layers are no plain nn.Linear (changed: "
+                       f"{'its output layer only' if changed else 'none'}); it decodes about as fast as without the "
+                       "option")  # fmt: skip
     for module in changed:
         module.forward = types.MethodType(_weight_major_forward, module)
     try:
