@@ -78,6 +78,7 @@ def run_bench(args: argparse.Namespace) -> int:
         seconds[name] = round(time.perf_counter() - began, 1)
         logger.info(f"sapo bench: {name} took {seconds[name]:.0f} s")
     extra["group_seconds"] = {**(extra.get("group_seconds") or {}), **seconds}
+    extra["group_commits"] = {name: measured_commit for name in seconds}  # the fits and plots have no entries
     rows = record(found, goals, args.model, info["packages"], measured_commit)
     print(f"\nmachine: {info['cpu']}, {info['cpu_cores']} cores, {info['torch_threads']} torch threads"
           + (f"; {info['gpu_count']} x {info['gpu']}" if "gpu" in info else "") + f"; model: {args.model}")  # fmt: skip

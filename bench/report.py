@@ -83,8 +83,9 @@ def update_results(path: Path, machine: dict, rows: dict[str, dict], extra: dict
     body["machine"] = machine
     body["entries"] = {**body["entries"], **rows}
     extra = dict(extra or {})
-    if "group_seconds" in extra:  # a run of some groups keeps the others' seconds, as it keeps their entries
-        extra["group_seconds"] = {**body.get("group_seconds", {}), **extra["group_seconds"]}
+    for key in ("group_seconds", "group_commits"):  # a run of some groups keeps the others', as it keeps entries
+        if key in extra:
+            extra[key] = {**body.get(key, {}), **extra[key]}
     body.update(extra)
     atomic_write_json(path, body)
     return body

@@ -74,11 +74,16 @@ def test_results_file_keeps_entries_not_run_and_readme_renders(tmp_path):
                "packages": {"torch": "2.13.0"}}  # fmt: skip
     path, stamp = tmp_path / "cpu-2-cores.json", (machine["packages"], "abc1234")
     first = report.record({"full_step": {"value": 3.0, "detail": "d"}}, goals, "m", *stamp)
-    report.update_results(path, machine, first, {"group_seconds": {"step": 400.0}})
+    report.update_results(path, machine, first, {"group_seconds": {"step": 400.0}, "group_commits": {"step": "a"}})
     second = report.record({"openllm_overhead": {"value": 1.01}}, goals, "m", *stamp)
-    report.update_results(path, machine, second, {"group_seconds": {"openllm": 230.0}})
+    report.update_results(
+        path, machine, second, {"group_seconds": {"openllm": 230.0}, "group_commits": {"openllm": "b"}}
+    )
     body = json.loads(path.read_text())
-    assert body["group_seconds"] == {"step": 400.0, "openllm": 230.0}  # a run of some groups keeps the others'
+    assert body["group_seconds"] == {"step": 400.0, "openllm": 230.0} and body["group_commits"] == {
+        "step": "a",
+        "openllm": "b",
+    }  # a run of some groups keeps the others'
     assert body["entries"]["full_step"]["commit"] == "abc1234"  # the commit read when the run began
     assert body["entries"]["full_step"]["met"] is False and body["entries"]["openllm_overhead"]["met"] is True
     (tmp_path / "NOTES.md").write_text("## Notes\nfull step: generation dominates")
