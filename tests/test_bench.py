@@ -165,3 +165,15 @@ def test_memory_parts_by_hand_and_a_real_dpo_step_measures_activations(tiny_mode
     shape = StepShape(batch=2, prompt_tokens=12, answer_tokens=24, segment=8, buffer_size=4)
     # TRL's real DPO step in a child process, less its weights and optimizer state: some activations, not zero
     assert memory.activations(str(tiny_model_dir), shape) > 0
+
+
+def test_reproduce_step_seconds_are_read_from_its_output():
+    from sapo.bench.entries import step_seconds
+
+    log = (
+        "== train embedded/smollm2-135m/sft\n   sapo train recipes/...\n{'loss': 1.0}\n   done in 41 s\n"
+        "== evaluate embedded/smollm2-135m/sft on verifiable,ifeval\n   sapo eval ...\n   done in 152 s\n"
+        "== train embedded/smollm2-135m/dpo\n   sapo train ...\n"
+    )  # fmt: skip  (the last one never finished)
+    assert step_seconds(log) == {"train embedded/smollm2-135m/sft": 41.0,
+                                 "evaluate embedded/smollm2-135m/sft on verifiable,ifeval": 152.0}  # fmt: skip
