@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -45,7 +45,7 @@ class BenchContext:
 
     def shape(self, **changes) -> StepShape:
         base = StepShape(segment=16, answer_tokens=48, prompt_tokens=16) if self.quick else StepShape()
-        return StepShape(**{**base.__dict__, **changes})
+        return replace(base, **changes)
 
 
 def decode_bytes_per_s(model, contexts: list[list[int]], new_tokens: int, rounds: int) -> tuple[float, float]:

@@ -22,7 +22,9 @@ from sapo.train.data import load_examples
 from sapo.train.ema import ema_update_, paired_parameters
 
 
-def _ema_sides(model_path: str) -> dict:
+def _ema_sides(model_path: str) -> tuple[dict, int]:
+    """The three EMA updates, and the bytes of the EMA's tensors (each update reads the EMA and the policy and
+    writes the EMA: 3 times this)."""
     policy = AutoModelForCausalLM.from_pretrained(model_path)
     ema = AutoModelForCausalLM.from_pretrained(model_path)
     ema_tensors, policy_tensors = ([p.data for p in params] for params in paired_parameters(ema, policy))
@@ -37,8 +39,9 @@ def _ema_sides(model_path: str) -> dict:
             for e, p in zip(ema_tensors, policy_tensors, strict=True):
                 e.mul_(0.5).add_(p, alpha=0.5)
 
-    return {"reference_loop": reference_loop, "inplace_loop": inplace_loop,
-            "fused": partial(ema_update_, ema_tensors, policy_tensors, 0.5)}  # fmt: skip
+    sides = {"reference_loop": reference_loop, "inplace_loop": inplace_loop,
+             "fused": partial(ema_update_, ema_tensors, policy_tensors, 0.5)}  # fmt: skip
+    return sides, sum(t.numel() * t.element_size() for t in ema_tensors)
 
 
 def ema_group(ctx) -> dict[str, dict]:
@@ -47,16 +50,15 @@ def ema_group(ctx) -> dict[str, dict]:
     found = {}
     for name in ("embedded", "tiny"):
         path = resolve_model_path(name)
-        times = take_turns(_ema_sides(path), rounds=5)
+        sides, ema_bytes = _ema_sides(path)
+        times = take_turns(sides, rounds=5)
         fused = best(times["fused"])
         for loop in ("reference_loop", "inplace_loop"):
             slow = best(times[loop])
             found[f"ema_{loop}_{name}"] = {"ours": fused, "baseline": slow, "value": slow / fused, "model": name,
                                            "detail": f"{slow * 1e3:.1f} ms vs {fused * 1e3:.1f} ms"}  # fmt: skip
         if name == "embedded":
-            moved = 3 * sum(
-                p.numel() * p.element_size() for p in AutoModelForCausalLM.from_pretrained(path).parameters()
-            )
+            moved = 3 * ema_bytes
             memory, kernel = memory_bytes_per_s()
             found["ema_bandwidth_embedded"] = {"ours": moved / fused, "baseline": memory, "model": name,
                                                "value": moved / fused / memory,

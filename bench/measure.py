@@ -13,10 +13,10 @@ import resource
 import sys
 import time
 from collections.abc import Callable
-from importlib import metadata
 
 import torch
 
+from sapo.evaluate.results import package_versions
 from sapo.procmem import memory_status
 
 PACKAGES = ("torch", "transformers", "trl", "accelerate", "lm_eval")
@@ -75,13 +75,7 @@ def machine() -> dict:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
         info["gpu_count"] = torch.cuda.device_count()
-    versions = {}
-    for package in PACKAGES:
-        try:
-            versions[package] = metadata.version(package.replace("_", "-"))
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return {**info, "packages": versions}
+    return {**info, "packages": package_versions(PACKAGES)}
 
 
 def machine_slug(info: dict) -> str:

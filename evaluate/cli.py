@@ -161,6 +161,7 @@ def _evaluate(args: argparse.Namespace, suite: list[str], output: Path) -> int:
 
     from sapo.evaluate.judge import HOW_TO_CONFIGURE
     from sapo.evaluate.results import model_provenance, package_versions, write_results
+    from sapo.generation import weight_major_applies
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
@@ -188,7 +189,7 @@ def _evaluate(args: argparse.Namespace, suite: list[str], output: Path) -> int:
                 "device": run.device,
                 "dtype": run.dtype, "batch_size": run.batch_size, "max_new_tokens": run.max_new_tokens or "each benchmark's",
                 "chat_template": run.chat_template or "the tokenizer's own",
-                "cpu_fast_decoding": run.cpu_fast_decoding and run.device == "cpu",
+                "cpu_fast_decoding": weight_major_applies(run.cpu_fast_decoding, run.device),
                 "command": _public_command(sys.argv, args.judge_base_url)}  # fmt: skip
     ran = 0
     packages = package_versions()  # once per command: every entry and the file record the same versions

@@ -18,7 +18,7 @@ import torch
 
 from sapo.chat import generation_prompt_ids, resolve_chat_template
 from sapo.errors import RecipeError
-from sapo.generation import sample_continuations, stop_token_ids
+from sapo.generation import sample_continuations, stop_token_ids, weight_major_applies
 from sapo.log import progress_disabled
 from sapo.models import load_causal_lm, load_tokenizer, resolve_model_path, weights_fingerprint
 
@@ -40,7 +40,7 @@ class LoadedModel:
     def decoding(self) -> dict:
         """What stored answers must have been made with besides weights and settings: ``{"cpu_fast_decoding":
         True}`` when the opt-in is in effect, else nothing (so files written before the option still match)."""
-        return {"cpu_fast_decoding": True} if self.weight_major and self.device == "cpu" else {}
+        return {"cpu_fast_decoding": True} if weight_major_applies(self.weight_major, self.device) else {}
 
     @property
     def model_id(self) -> str:

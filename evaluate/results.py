@@ -49,9 +49,10 @@ def model_provenance(name: str, path: str, tokenizer=None, dtype: str | None = N
     }
 
 
-def package_versions() -> dict:
+def package_versions(packages: tuple[str, ...] = PACKAGES) -> dict:
+    """``{package: installed version or None}`` (the bench records its own list with the same reader)."""
     versions = {}
-    for package in PACKAGES:
+    for package in packages:
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

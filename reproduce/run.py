@@ -106,14 +106,19 @@ def _eval_stamp(plan: RunPlan, root: Path) -> Path:
     return root / RESULTS_ROOT / plan.run_id / EVAL_STAMP
 
 
+def recorded_eval_flags(plan: RunPlan, root: Path) -> dict[str, list[str]]:
+    """``{benchmark: the sapo eval flags it was scored with}`` as ``record_eval`` left them (empty: none)."""
+    path = _eval_stamp(plan, root)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def record_eval(plan: RunPlan, root: Path, suites: list[str]) -> None:
     """Note, after ``sapo eval`` finished, the flags ``suites`` were scored with: results.json keeps one ``run``
     block for the latest part only, so a benchmark scored under older flags (another ``--limit``, answer budget,
     judge) would otherwise pass as current."""
-    path = _eval_stamp(plan, root)
-    stamp = json.loads(path.read_text()) if path.is_file() else {}
+    stamp = recorded_eval_flags(plan, root)
     stamp.update({suite: eval_args(plan) for suite in suites})
-    atomic_write_json(path, stamp)
+    atomic_write_json(_eval_stamp(plan, root), stamp)
 
 
 def missing_suites(plan: RunPlan, root: Path, model_dir: Path | None) -> list[str]:
@@ -129,7 +134,7 @@ def missing_suites(plan: RunPlan, root: Path, model_dir: Path | None) -> list[st
         if body["model"].get("weights_sha256") != weights_fingerprint(model_dir):
             return list(plan.suites)
     done = {name for name, entry in body["benchmarks"].items() if "skipped" not in entry}
-    stamp = json.loads(_eval_stamp(plan, root).read_text()) if _eval_stamp(plan, root).is_file() else {}
+    stamp = recorded_eval_flags(plan, root)
     return [s for s in plan.suites if s not in done or stamp.get(s) != eval_args(plan)]
 
 

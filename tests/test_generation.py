@@ -7,7 +7,13 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from sapo.generation import WEIGHT_MAJOR_ROWS, sample_continuations, sampling_warpers, weight_major_linears
+from sapo.generation import (
+    WEIGHT_MAJOR_ROWS,
+    sample_continuations,
+    sampling_warpers,
+    weight_major_applies,
+    weight_major_linears,
+)
 
 EOS = 2
 
@@ -237,6 +243,12 @@ def test_weight_major_changes_each_plain_linear_while_open_and_restores_it(tiny_
         assert all("forward" not in vars(m) for m in linears if m is not hooked)
     finally:
         del hooked.forward
+
+
+def test_weight_major_applies_on_a_cpu_only():
+    assert weight_major_applies(True, "cpu") and weight_major_applies(True, torch.device("cpu"))
+    assert not weight_major_applies(False, "cpu")
+    assert not weight_major_applies(True, "cuda") and not weight_major_applies(True, "cuda:1")
 
 
 @pytest.mark.parametrize("bias", [False, True])

@@ -229,8 +229,11 @@ def run_spin(config: SPINConfig, tokenizer, examples: list[ChatExample]) -> Path
     prompts_hash = hashlib.sha256(json.dumps([e.prompt_ids for e in examples]).encode()).hexdigest()
     import torch
 
+    from sapo.generation import weight_major_applies
+
     # Recorded only where it applies (a CPU), as sapo eval records it: on a GPU the option changes nothing.
-    fast_decoding = config.cpu_fast_decoding and (config.use_cpu or not torch.cuda.is_available())
+    device = "cpu" if config.use_cpu or not torch.cuda.is_available() else "cuda"
+    fast_decoding = weight_major_applies(config.cpu_fast_decoding, device)
     for t in range(config.spin_iterations):
         folder = iteration_folder(config, t)
         settings = {"opponent": str(opponent), "max_new_tokens": config.spin_max_new_tokens, "decoding": "greedy",

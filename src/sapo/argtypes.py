@@ -23,10 +23,7 @@ def non_negative_int(text: str) -> int:
 
 def non_negative_float(text: str) -> float:
     """A finite number >= 0 (waits in seconds)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    value = float_value(text)
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
     return value
@@ -34,10 +31,7 @@ def non_negative_float(text: str) -> float:
 
 def fraction(text: str) -> float:
     """A number in (0, 1] (shares of a peak: utilization, bandwidth)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    value = float_value(text)
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
     return value
@@ -48,3 +42,10 @@ def int_value(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def float_value(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None

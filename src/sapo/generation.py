@@ -76,6 +76,12 @@ _WARNED_NO_LINEAR: set[str] = set()  # model classes told once that the option d
 WEIGHT_MAJOR_ROWS = range(2, 9)
 
 
+def weight_major_applies(enabled: bool, device: str | torch.device) -> bool:
+    """Whether ``cpu_fast_decoding`` changes anything for a model on ``device``: on a CPU only. What records of the
+    option (results.json, stored answers, SPIN's settings) say, and what ``weight_major_linears`` does."""
+    return bool(enabled) and torch.device(device).type == "cpu"
+
+
 def _weight_major_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     flat = x.reshape(-1, x.shape[-1])
     if flat.shape[0] not in WEIGHT_MAJOR_ROWS:
@@ -99,7 +105,7 @@ def weight_major_linears(model: torch.nn.Module, enabled: bool = True) -> Iterat
     hooks) and subclasses of ``nn.Linear`` (quantized layers) are left alone; a LoRA layer's base is a plain
     ``nn.Linear`` and is changed. A model whose decoder layers have none (GPT-2's ``Conv1D``: only its output layer
     would change) gets a warning, once per model class."""
-    if not enabled or next(model.parameters()).device.type != "cpu":
+    if not weight_major_applies(enabled, next(model.parameters()).device):
         yield 0
         return
     changed = [m for m in model.modules() if type(m) is torch.nn.Linear and "forward" not in vars(m)]
