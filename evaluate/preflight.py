@@ -45,13 +45,17 @@ def benchmark_defaults(name: str, data: str) -> tuple[int, list[str]]:
     be on the hub: each prompt is checked when answered, as MT-Bench's second turns are)."""
     import inspect
 
-    from sapo.evaluate import alpacaeval, mtbench, verifiable
+    from sapo.evaluate import alpacaeval, mtbench, packaged, verifiable
     from sapo.evaluate.generation import lm_eval_budgets
-    from sapo.evaluate.lm_eval_suite import FIXTURES_DIR
+    from sapo.evaluate.lm_eval_data import FIXTURES_DIR
     from sapo.files import hub_offline, read_jsonl
 
-    if name == "ifeval":  # lm-eval's task config; the prompts of the fixtures or of a local copy
-        folder = FIXTURES_DIR if data == "fixtures" or data == "auto" and hub_offline() else Path(data)
+    if name == "ifeval":  # lm-eval's task config; the prompts of the packaged set, the fixtures or a local copy
+        offline = data == "auto" and hub_offline()
+        if data == "packaged" or offline and packaged.is_prepared("ifeval"):
+            folder = packaged.prepare("ifeval") / "lm_eval"  # checked and converted once, read by the run too
+        else:
+            folder = FIXTURES_DIR if data == "fixtures" or offline else Path(data)
         file = folder / "ifeval" / "train.jsonl"
         prompts = [row["prompt"] for row in read_jsonl(file)] if file.is_file() else []
         return lm_eval_budgets("ifeval")["ifeval"], prompts

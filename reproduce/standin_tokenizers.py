@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import struct
-import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -40,11 +39,9 @@ DOWNLOAD_HINT = "pip download --no-deps -d {folder} llama-models==0.3.0 mistral-
 
 def wheels_dir() -> Path:
     """Where downloaded wheels are looked for: ``$SAPO_STANDIN_WHEELS``, else ``<sapo cache>/wheels``."""
-    if os.environ.get(WHEELS_ENV):
-        return Path(os.environ[WHEELS_ENV])
-    from sapo.models import cache_dir
+    from sapo.wheels import wheels_dir as shared_wheels_dir
 
-    return cache_dir() / "wheels"
+    return shared_wheels_dir(WHEELS_ENV)
 
 
 def wheel_file(package: str, relative: str) -> Path:
@@ -53,22 +50,22 @@ def wheel_file(package: str, relative: str) -> Path:
     The package is located without importing it (its dependencies are not installed). From a
     wheel, the file is extracted once next to it.
     """
+    from sapo.wheels import find_wheel, read_member
+
     spec = importlib.util.find_spec(package)
     if spec is not None and spec.submodule_search_locations:
         path = Path(list(spec.submodule_search_locations)[0]) / relative
         if path.is_file():
             return path
     member = f"{package}/{relative}"
-    wheels = sorted(wheels_dir().glob(f"{package}-*.whl"))
-    if not wheels:
+    wheel = find_wheel(package.replace("_", "-"), None, wheels_dir())
+    if wheel is None:
         raise DataError(f"the stand-in tokenizers need {member} from the {package} wheel, not found in "
                         f"{wheels_dir()}: {DOWNLOAD_HINT.format(folder=wheels_dir())}")  # fmt: skip
-    wheel = wheels[-1]
     target = wheels_dir() / wheel.stem / member
     if target.is_file():
         return target
-    with zipfile.ZipFile(wheel) as archive:
-        data = archive.read(member)
+    data = read_member(wheel, member)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".part")
     tmp.write_bytes(data)

@@ -4,6 +4,33 @@ from __future__ import annotations
 
 import copy
 
+# The columns of each hub data set and their types (its `datasets` features, as JSON; [t]: a non-empty list of t),
+# as lm-eval's built-in tasks read them.
+_MC_TARGETS = {"choices": [str], "labels": [int]}
+HUB_TYPES = {
+    "arc_challenge": {"id": str, "question": str, "choices": {"text": [str], "label": [str]}, "answerKey": str},
+    "hellaswag": {"ind": int, "activity_label": str, "ctx_a": str, "ctx_b": str, "ctx": str, "endings": [str],
+                  "source_id": str, "split": str, "split_type": str, "label": str},
+    "truthfulqa_mc2": {"question": str, "mc1_targets": _MC_TARGETS, "mc2_targets": _MC_TARGETS},
+    "mmlu": {"question": str, "subject": str, "choices": [str], "answer": int},
+    "winogrande": {"sentence": str, "option1": str, "option2": str, "answer": str},
+    "gsm8k": {"question": str, "answer": str},
+    "ifeval": {"key": int, "prompt": str, "instruction_id_list": [str], "kwargs": [dict]},
+}  # fmt: skip
+
+
+def has_hub_types(value, types) -> bool:
+    """Whether a JSON row has exactly a hub data set's fields, with its types (``HUB_TYPES``)."""
+    if isinstance(types, dict):
+        return (
+            isinstance(value, dict)
+            and set(value) == set(types)
+            and all(has_hub_types(value[name], t) for name, t in types.items())
+        )
+    if isinstance(types, list):
+        return isinstance(value, list) and bool(value) and all(has_hub_types(v, types[0]) for v in value)
+    return isinstance(value, types) and not isinstance(value, bool)  # JSON true is no int label
+
 
 def styled_tokenizer(base, style: str):
     """SmolLM2's tokenizer dressed as another model family, with that family's special tokens,

