@@ -44,6 +44,7 @@ from pathlib import Path
 from unittest import mock
 
 from sapo.errors import DataError, RecipeError
+from sapo.evaluate import packaged
 from sapo.evaluate.items import alpacaeval_items, bootstrap_all, write_items
 from sapo.evaluate.uncertainty import judge_spread, normal_interval
 from sapo.files import atomic_write_json, atomic_write_text, file_sha256, hub_offline, reuse_if_made_with
@@ -104,10 +105,6 @@ def load_alpacaeval_data(data: str = "auto") -> AlpacaEvalData:
     a JSON file, or a folder holding ``alpaca_eval_gpt4_baseline.json``, ``model_outputs.json`` or the GitHub
     repo's ``results/`` (a ``df_gamed.csv`` beside the file gives the official LC); ``fixtures``: ours, such a
     folder."""
-    from sapo.evaluate import packaged
-
-    if data == "auto" and hub_offline() and packaged.is_prepared("alpacaeval"):
-        data = "packaged"
     if data == "packaged":
         path = packaged.prepare("alpacaeval") / "alpaca_eval" / HUB_EVAL_SET
         return AlpacaEvalData(read_reference_file(path), "packaged", None, packaged.provenance("alpacaeval"))
@@ -145,6 +142,9 @@ def load_alpacaeval_data(data: str = "auto") -> AlpacaEvalData:
 
 
 def _fallback(why: str) -> AlpacaEvalData:
+    if packaged.is_prepared("alpacaeval"):  # the same 805 rows, from a pinned wheel
+        logger.info(f"AlpacaEval: the hub's eval set is out of reach ({why}); reading the packaged set")
+        return load_alpacaeval_data("packaged")
     logger.warning(f"AlpacaEval: the hub's eval set is out of reach ({why}); scoring the project's FIXTURES "
                    "instead. This is a pipeline check, not AlpacaEval 2.0: `sapo prefetch alpacaeval --data packaged` "
                    "prepares the real set offline, or pass the eval set's JSON file.")  # fmt: skip

