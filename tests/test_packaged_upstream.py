@@ -26,6 +26,14 @@ MAX_GEN_TOKS = 48  # IFEval's 1280 would take minutes a prompt here; the same bu
 IFEVAL = ("prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loose_acc", "inst_level_loose_acc")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _own_cache(tmp_path_factory):
+    """Prepared packaged sets change what --data auto reads offline: keep them out of the other modules' cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SAPO_CACHE", str(tmp_path_factory.mktemp("packaged_cache")))
+        yield
+
+
 def _lm_eval_tasks() -> Path:
     import lm_eval.tasks
 
@@ -57,7 +65,7 @@ def _lm_eval_cli(model: Path, include: Path, task: str, out: Path, *extra: str) 
     return json.loads(results.read_text(encoding="utf-8"))["results"][task]
 
 
-def test_ifeval_equals_lm_evals_own_cli_and_the_recorded_command(embedded_model_dir, tmp_path):
+def test_ifeval_equals_lm_evals_own_cli_and_the_recorded_command(embedded_model_dir, packaged_wheels, tmp_path):
     ours = run_ifeval(str(embedded_model_dir), output_dir=tmp_path / "ours", limit=LIMIT, batch_size=3,
                       data="packaged", seed=0, max_gen_toks=MAX_GEN_TOKS)  # fmt: skip
     assert ours["data"] == "packaged" and ours["data_source"]["splits"][0]["rows"] == 541
@@ -76,7 +84,7 @@ def test_ifeval_equals_lm_evals_own_cli_and_the_recorded_command(embedded_model_
     assert {m: ours["metrics"][m] for m in IFEVAL} == {m: again[f"{m},none"] for m in IFEVAL}
 
 
-def test_arc_challenge_25_shot_equals_lm_evals_own_cli(embedded_model_dir, tmp_path):
+def test_arc_challenge_25_shot_equals_lm_evals_own_cli(embedded_model_dir, packaged_wheels, tmp_path):
     ours = run_openllm(str(embedded_model_dir), output_dir=tmp_path / "ours", limit=LIMIT, batch_size=3,
                        data="packaged", seed=0)  # fmt: skip
     assert ours["average"] is None and set(ours["absent"]) == {"truthfulqa_mc2", "gsm8k"}
@@ -95,3 +103,31 @@ def test_arc_challenge_25_shot_equals_lm_evals_own_cli(embedded_model_dir, tmp_p
     assert (scores["acc,none"], scores["acc_norm,none"]) == (theirs["acc,none"], theirs["acc_norm,none"])
     for metric in ("acc", "acc_norm"):  # the per-document choices too, not only the means
         assert scores[f"{metric}_stderr,none"] == theirs[f"{metric}_stderr,none"]
+
+
+def _contexts(samples: Path) -> dict[int, list]:
+    rows = [json.loads(line) for line in samples.read_text(encoding="utf-8").splitlines()]
+    return {row["doc_id"]: [arg["arg_0"] for arg in row["arguments"].values()] for row in rows}
+
+
+def test_few_shot_contexts_equal_lm_evals_own_draw(tiny_model_dir, packaged_wheels, tmp_path):
+    """HellaSwag 10-shot and Winogrande 5-shot: every document's prompt (its drawn exemplars included) equals what
+    lm-eval's own task file builds from the same rows; lm-eval draws one shot more than asked for these two (their
+    test split is None, like their shot split), so a config that names the shot split would draw other ones."""
+    ours = run_openllm(str(tiny_model_dir), output_dir=tmp_path / "ours", limit=LIMIT, data="packaged", seed=0)
+    folder = packaged.prepare("openllm") / "lm_eval"
+    for task, shots, source in (
+        ("hellaswag", 10, "hellaswag/hellaswag.yaml"),
+        ("winogrande", 5, "winogrande/default.yaml"),
+    ):
+        files = f"dataset_path: json\ndataset_kwargs:\n  data_files:\n    train: {folder / task / 'train.jsonl'}\n    validation: {folder / task / 'validation.jsonl'}\n"  # fmt: skip
+        original = (_lm_eval_tasks() / source).read_text(encoding="utf-8")
+        path_line = next(line for line in original.splitlines() if line.startswith("dataset_path:")) + "\n"
+        name_line = next(line for line in original.splitlines() if line.startswith("dataset_name:")) + "\n"
+        _upstream_task(tmp_path / f"tasks_{task}", _lm_eval_tasks() / source, f"{task}_upstream",
+                       {f"task: {task}\n": f"task: {task}_upstream\n", path_line: files, name_line: ""})  # fmt: skip
+        _lm_eval_cli(tiny_model_dir, tmp_path / f"tasks_{task}", f"{task}_upstream", tmp_path / f"theirs_{task}",
+                     "--num_fewshot", str(shots), "--log_samples")  # fmt: skip
+        (theirs,) = (tmp_path / f"theirs_{task}").rglob("samples_*.jsonl")
+        (mine,) = [Path(f) for f in ours["files"] if f"openllm_packaged_{task}_" in f]
+        assert _contexts(mine) == _contexts(theirs), task
