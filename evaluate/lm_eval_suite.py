@@ -78,8 +78,9 @@ def _task_config(spec: dict, name: str, data_folder: Path | None) -> dict:
         "tag": [],  # do not join the built-in task's tags (e.g. `truthfulqa`), or its group runs our copy too
         "num_fewshot": spec["num_fewshot"],
     }
-    if data_folder is not None:  # the files of the splits the built-in reads: scored, and shots when there are any
-        splits = [spec["eval_split"], *([spec["fewshot_split"]] if spec["num_fewshot"] > 0 else [])]
+    if data_folder is not None:  # the files of the splits the built-in reads: the scored one and the shot pool,
+        # which lm-eval loads when it builds the task even at 0 shots
+        splits = [spec["eval_split"], *([spec["fewshot_split"]] if spec.get("fewshot_split") else [])]
         builder, files = split_files(data_folder, splits)
         config |= {"dataset_path": builder, "dataset_name": None, "dataset_kwargs": {"data_files": files}}
     return config
@@ -293,7 +294,8 @@ def _headline_metrics(benchmark: dict, names: dict[str, str], scores: dict) -> t
             metrics[report_name] = float(scores[names[key]][lm_eval_key])
         metric, metric_filter = next(iter(spec["report"].values())).split(",")
         settings[key] = {"num_fewshot": spec["num_fewshot"], "metric": metric, "filter": metric_filter,
-                         "lm_eval_task": names[key], "builtin": spec["builtin"]}  # fmt: skip
+                         "lm_eval_task": names[key], "builtin": spec["builtin"],
+                         "splits": "the built-in's (shots drawn as lm-eval draws them)"}  # fmt: skip
     return metrics, settings
 
 

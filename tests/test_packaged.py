@@ -224,3 +224,17 @@ def test_compare_refuses_one_label_with_different_pinned_files():
         "bbbbbbbbbbbb/cccccccccccc (pinned member/converted file))"
     )
     assert "data" not in refusal("ifeval", (entry("a" * 64), {}), (entry("a" * 64), {}))  # same source: next check
+
+
+def test_a_zero_shot_task_on_local_data_still_gets_its_shot_pool(tmp_path):
+    """lm-eval loads a task's shot pool when it builds the task, even at 0 shots (ARC 0-shot is the card's setting)."""
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    from sapo.evaluate.lm_eval_data import FIXTURES_DIR
+    from sapo.evaluate.lm_eval_suite import load_benchmark, write_task_configs
+
+    spec = load_benchmark("openllm")
+    spec["tasks"] = {"arc_challenge": {**spec["tasks"]["arc_challenge"], "num_fewshot": 0}}
+    group, names = write_task_configs(spec, "fixtures", FIXTURES_DIR, tmp_path)
+    tasks = get_task_dict([names["arc_challenge"]], TaskManager(include_path=str(tmp_path), include_defaults=False))
+    assert len(list(tasks[names["arc_challenge"]].test_docs())) == 6

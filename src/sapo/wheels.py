@@ -52,6 +52,8 @@ def download_wheel(package: str, version: str, folder: Path, env: str) -> Path:
     from sapo.files import held_lock
 
     folder = Path(folder)
+    if (found := find_wheel(package, version, folder)) is not None:  # a read-only folder of wheels works too
+        return found
     folder.mkdir(parents=True, exist_ok=True)
     with held_lock(folder / wheel_name(package)):
         found = find_wheel(package, version, folder)
