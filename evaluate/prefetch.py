@@ -45,7 +45,7 @@ def packaged_needs(suite: list[str]) -> list[Need]:
     for name in suite:
         if name == "ifeval":  # the checker's sentence splitter, as for the hub
             needs.append(Need("nltk", "punkt_tab (english)", lambda: [_punkt()], "IFEval's sentence counter"))
-        if name in packaged.load_spec()["benchmarks"]:
+        if name in packaged.benchmarks():
             wheels = sorted({f"{m.package}=={m.version}" for m in packaged.members(name)})
             needs.append(Need("packaged", f"{name} real test sets", lambda n=name: [packaged.prepare(n)],
                               f"from {', '.join(wheels)}"))  # fmt: skip
@@ -60,7 +60,7 @@ def suite_sources(suite: list[str], data: str) -> dict[str, dict]:
     kinds = {"verifiable": "project", "mtbench": "packaged"}  # MT-Bench is always the installed wheel's
     if data != "packaged":
         return {name: {"kind": kinds.get(name, "hub")} for name in suite}
-    return {name: packaged.provenance(name) if name in packaged.load_spec()["benchmarks"] else
+    return {name: packaged.provenance(name) if name in packaged.benchmarks() else
             {"kind": "project", "note": "the embedded families' held-out prompts, shipped with sapo"}
             for name in suite}  # fmt: skip
 

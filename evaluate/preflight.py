@@ -28,9 +28,8 @@ def preflight(args: argparse.Namespace, suite: list[str]) -> None:
     if args.data == "packaged":  # every benchmark's real sets checked and converted now, not mid-run
         from sapo.evaluate import packaged
 
-        for name in suite:
-            if name in packaged.load_spec()["benchmarks"]:
-                packaged.prepare(name)
+        for name in set(suite) & set(packaged.benchmarks()):
+            packaged.prepare(name)
     context = model_context(path)
     judged = args.judge == "local" or JudgeSettings.from_env(args.judge_model) is not None
     for name in suite:
@@ -57,12 +56,16 @@ def benchmark_defaults(name: str, data: str) -> tuple[int, list[str]]:
     from sapo.files import read_jsonl
 
     if name == "ifeval":  # lm-eval's task config; the prompts of the packaged set, the fixtures or a local copy
+        budget = lm_eval_budgets("ifeval")["ifeval"]
         source = auto_source("ifeval") if data == "auto" else data
-        folder = {"packaged": packaged.prepare("ifeval") / "lm_eval" if source == "packaged" else None,
-                  "fixtures": FIXTURES_DIR, "hub": None, "real": None}.get(source, Path(source))  # fmt: skip
-        file = folder / "ifeval" / "train.jsonl" if folder else None
-        prompts = [row["prompt"] for row in read_jsonl(file)] if file and file.is_file() else []
-        return lm_eval_budgets("ifeval")["ifeval"], prompts
+        if source in ("hub", "real"):
+            return budget, []  # the hub's prompts are not on this machine
+        if source == "packaged":
+            folder = packaged.prepare("ifeval") / "lm_eval"
+        else:
+            folder = FIXTURES_DIR if source == "fixtures" else Path(source)
+        file = folder / "ifeval" / "train.jsonl"
+        return budget, [row["prompt"] for row in read_jsonl(file)] if file.is_file() else []
     runner = {"mtbench": mtbench.run_mtbench, "alpacaeval": alpacaeval.run_alpacaeval,
               "verifiable": verifiable.run_verifiable}[name]  # fmt: skip
     budget = inspect.signature(runner).parameters["max_new_tokens"].default

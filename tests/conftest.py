@@ -62,6 +62,15 @@ def packaged_wheels(tmp_path_factory):
         yield folder
 
 
+@pytest.fixture(scope="module")
+def own_sapo_cache(tmp_path_factory):
+    """A test module's own $SAPO_CACHE: packaged sets it prepares change what --data auto reads offline, so they are
+    kept out of the other modules' cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SAPO_CACHE", str(tmp_path_factory.mktemp("own_sapo_cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def _smol_tokenizer(tiny_model_dir):
     from transformers import AutoTokenizer

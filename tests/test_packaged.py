@@ -25,15 +25,8 @@ from sapo.files import read_jsonl
 from sapo.wheels import find_wheel, read_member
 
 SUITE = "openllm,ifeval,mtbench,alpacaeval"
+pytestmark = pytest.mark.usefixtures("own_sapo_cache")
 GUARD = Path(packaged.__file__).resolve().parents[1] / "reproduce" / "offline_guard"  # refuses all but loopback
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _own_cache(tmp_path_factory):
-    """Prepared packaged sets change what --data auto reads offline: keep them out of the other modules' cache."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SAPO_CACHE", str(tmp_path_factory.mktemp("packaged_cache")))
-        yield
 
 
 def _sapo(*argv: str, env: dict | None = None, offline: bool = True) -> subprocess.CompletedProcess:
@@ -45,7 +38,7 @@ def _sapo(*argv: str, env: dict | None = None, offline: bool = True) -> subproce
 
 
 @pytest.fixture(scope="module")
-def prefetched(_own_cache, packaged_wheels, tmp_path_factory) -> dict:
+def prefetched(own_sapo_cache, packaged_wheels, tmp_path_factory) -> dict:
     """`sapo prefetch SUITE --data packaged --json F`, offline once the wheels are on this machine."""
     listing = tmp_path_factory.mktemp("prefetch") / "packaged.json"
     done = _sapo("prefetch", SUITE, "--data", "packaged", "--json", str(listing))

@@ -20,18 +20,10 @@ from sapo.evaluate import packaged
 from sapo.evaluate.lm_eval_suite import run_ifeval, run_openllm
 from sapo.evaluate.nltk_data import ensure_punkt_tab
 
-pytestmark = pytest.mark.slow  # the embedded model through both tools: ~3 minutes on 2 cores
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("own_sapo_cache")]  # the embedded model, both tools: ~7 min
 LIMIT = 3
 MAX_GEN_TOKS = 48  # IFEval's 1280 would take minutes a prompt here; the same budget on both sides
 IFEVAL = ("prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loose_acc", "inst_level_loose_acc")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _own_cache(tmp_path_factory):
-    """Prepared packaged sets change what --data auto reads offline: keep them out of the other modules' cache."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SAPO_CACHE", str(tmp_path_factory.mktemp("packaged_cache")))
-        yield
 
 
 def _lm_eval_tasks() -> Path:
